@@ -1,0 +1,1 @@
+"""Configuration: the YAML file, the Kafka address string, defaults, librdkafka settings."""
