@@ -1,4 +1,4 @@
-"""tRPC errors: one class carrying type, code and message, printed exactly as tRPC-Go prints them."""
+"""tRPC errors: one class with type, code and message, printed exactly as tRPC-Go prints them."""
 
 from __future__ import annotations
 

@@ -1,0 +1,609 @@
+"""The Kafka address: ``kafka://host:port,...?key=value&...`` parsed into a typed config.
+
+One parser for both sides. A producer target carries the ``kafka://`` scheme, a consumer
+service address does not; both forms are accepted everywhere. Every key of the reference
+plugin (tRPC-Go kafka) is known here, with the reference's defaults. Parsing converts text to
+typed values; :meth:`KafkaConfig.validate` checks ranges and combinations, so configs built in
+code (``get_default_config()`` then ``register_addr_config``) meet the same rules.
+
+Values are percent-decoded (``%26`` is ``&``) so passwords may hold any character; ``+`` stays
+``+``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+from urllib.parse import unquote
+
+from trpc_kafka._config.errors import ConfigError
+
+SCHEME: Final = "kafka://"
+RDKAFKA_PREFIX: Final = "rdkafka."
+SECRET_KEYS: Final = frozenset({"password"})
+_REDACTED: Final = "******"
+
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+Strategy = Literal["sticky", "range", "roundrobin"]
+Partitioner = Literal["random", "roundrobin", "hash"]
+Initial = Literal["newest", "oldest"]
+IsolationLevel = Literal["ReadUncommitted", "ReadCommitted"]
+
+# Side defaults of the two keys whose default differs between producer and consumer.
+PRODUCER_MAX_RETRY: Final = 3
+PRODUCER_RETRY_INTERVAL_MS: Final = 100
+CONSUMER_MAX_RETRY: Final = 0  # 0 = retry the handler forever (reference)
+CONSUMER_RETRY_INTERVAL_MS: Final = 3000
+DEFAULT_CLIENT_ID: Final = "trpcgo"
+
+
+@dataclass
+class KafkaConfig:
+    """Everything one address says, with the reference plugin's defaults.
+
+    Mutable on purpose: the reference's ``GetDefaultConfig`` is changed in code and then
+    registered for a placeholder address (``register_addr_config("fake_address", cfg)``).
+    """
+
+    brokers: list[str] = field(default_factory=list)
+    client_id: str = DEFAULT_CLIENT_ID
+    # Producer.
+    topic: str = ""
+    async_produce: bool = False
+    compression: Compression = "gzip"
+    partitioner: Partitioner = "random"
+    max_message_bytes: int = 131072
+    flush_messages: int = 0
+    flush_max_messages: int = 0
+    flush_bytes: int = 0
+    flush_frequency_ms: int = 0
+    required_acks: int = -1
+    idempotent: bool = False
+    # Consumer.
+    topics: list[str] = field(default_factory=list)
+    group: str = ""
+    strategy: Strategy = "sticky"
+    initial: Initial = "newest"
+    fetch_default: int = 524288
+    fetch_max: int = 1048576
+    max_wait_time_ms: int = 1000
+    batch: int = 0
+    batch_flush_ms: int = 2000
+    max_processing_time_ms: int = 100
+    group_session_timeout_ms: int = 10000
+    group_rebalance_timeout_ms: int = 60000
+    group_rebalance_retry_max: int = 4
+    isolation_level: IsolationLevel = "ReadUncommitted"
+    limiter_rate: float | None = None  # messages per second; None = unlimited
+    limiter_burst: int = 0
+    dead_letter_topic: str = ""  # ours: where a message goes once its retries are exhausted
+    # Both sides.
+    version: str = "1.1.1.0"
+    max_retry: int | None = None  # None: producer 3, consumer 0 (see the side properties)
+    retry_interval_ms: int | None = None  # None: producer 100, consumer 3000
+    trpc_meta: bool = False
+    net_max_open_requests: int = 5
+    net_dial_timeout_ms: int = 30000
+    net_read_timeout_ms: int = 30000
+    net_write_timeout_ms: int = 30000
+    metadata_retry_max: int = 1
+    metadata_retry_backoff_ms: int = 1000
+    metadata_refresh_frequency_s: int = 120
+    metadata_full: bool = False
+    metadata_allow_auto_topic_creation: bool = True
+    # Security (SASL).
+    user: str = ""
+    password: str = field(default="", repr=False)
+    mechanism: str = ""
+    protocol: str = ""
+    # Service discovery.
+    discover: str = ""
+    namespace: str = ""
+    # librdkafka settings passed through as they are (``rdkafka.<name>=<value>``).
+    rdkafka: dict[str, str] = field(default_factory=dict)
+
+    # -- side-resolved values ------------------------------------------------------------
+    @property
+    def producer_max_retry(self) -> int:
+        return PRODUCER_MAX_RETRY if self.max_retry is None else self.max_retry
+
+    @property
+    def producer_retry_interval_ms(self) -> int:
+        if self.retry_interval_ms is None:
+            return PRODUCER_RETRY_INTERVAL_MS
+        return self.retry_interval_ms
+
+    @property
+    def consumer_max_retry(self) -> int:
+        return CONSUMER_MAX_RETRY if self.max_retry is None else self.max_retry
+
+    @property
+    def consumer_retry_interval_ms(self) -> int:
+        if self.retry_interval_ms is None:
+            return CONSUMER_RETRY_INTERVAL_MS
+        return self.retry_interval_ms
+
+    @property
+    def consumer_client_id(self) -> str:
+        """A consumer left at the default client id uses its group name (reference)."""
+        if self.client_id == DEFAULT_CLIENT_ID and self.group:
+            return self.group
+        return self.client_id
+
+    def __repr__(self) -> str:
+        fields = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "password":
+                value = _REDACTED if value else ""
+            elif f.name == "rdkafka":
+                value = {
+                    k: (_REDACTED if _is_secret_rdkafka_key(k) else v) for k, v in value.items()
+                }
+            fields.append(f"{f.name}={value!r}")
+        return f"KafkaConfig({', '.join(fields)})"
+
+    def copy(self) -> KafkaConfig:
+        """A deep-enough copy: lists and dicts are not shared."""
+        return dataclasses.replace(
+            self, brokers=list(self.brokers), topics=list(self.topics), rdkafka=dict(self.rdkafka)
+        )
+
+    def validate(self) -> None:
+        """Check ranges and combinations; raises ConfigError naming the key and the value."""
+        for spec in _SPECS.values():
+            if spec.check is not None:
+                spec.check(spec, getattr(self, spec.field))
+        for broker in self.brokers:
+            _check_host(broker, discover=bool(self.discover))
+        if self.discover and not self.namespace:
+            raise ConfigError(
+                f"key 'discover' (value {self.discover!r}) needs key 'namespace' as well",
+                key="namespace",
+            )
+        if self.idempotent and self.required_acks != -1:
+            raise ConfigError(
+                f"key 'idempotent' is true, so key 'requiredAcks' must be -1 (all in-sync "
+                f"replicas), got {self.required_acks}",
+                key="requiredAcks",
+                value=str(self.required_acks),
+            )
+        if self.fetch_default > self.fetch_max:
+            raise ConfigError(
+                f"key 'fetchDefault' ({self.fetch_default}) must not exceed key 'fetchMax' "
+                f"({self.fetch_max})",
+                key="fetchDefault",
+                value=str(self.fetch_default),
+            )
+        if self.mechanism and not self.user:
+            raise ConfigError(
+                f"key 'mechanism' ({self.mechanism}) needs key 'user' and key 'password'",
+                key="user",
+            )
+        if (self.user or self.password) and not self.mechanism:
+            raise ConfigError(
+                "keys 'user'/'password' need key 'mechanism' (SCRAM-SHA-512, SCRAM-SHA-256 "
+                "or PLAIN)",
+                key="mechanism",
+            )
+        if self.mechanism and not self.password:
+            raise ConfigError(
+                f"key 'mechanism' ({self.mechanism}) needs key 'password'", key="password"
+            )
+
+
+def get_default_config() -> KafkaConfig:
+    """A new config holding the reference plugin's defaults (no brokers, no topics)."""
+    return KafkaConfig()
+
+
+# -- key specifications -----------------------------------------------------------------
+
+Converter = Callable[["_Spec", str], Any]
+Checker = Callable[["_Spec", Any], None]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    key: str  # the address key, spelled as the reference spells it
+    field: str  # the KafkaConfig attribute
+    convert: Converter
+    check: Checker | None = None
+    allowed: str = ""  # what is allowed, for error messages
+    choices: Mapping[str, str] | None = None  # accepted spellings
+    low: float | None = None
+    high: float | None = None
+
+
+def _fail(spec: _Spec, raw: object, reason: str = "") -> ConfigError:
+    shown = _REDACTED if spec.key in SECRET_KEYS else str(raw)
+    reason = reason or f"allowed: {spec.allowed}"
+    return ConfigError(
+        f"invalid value {shown!r} for key {spec.key!r}; {reason}",
+        key=spec.key,
+        value=None if spec.key in SECRET_KEYS else str(raw),
+    )
+
+
+def _to_str(spec: _Spec, raw: str) -> str:
+    return raw
+
+
+def _to_list(spec: _Spec, raw: str) -> list[str]:
+    items = [item.strip() for item in raw.split(",")]
+    if any(not item for item in items):
+        raise _fail(spec, raw, "allowed: a comma-separated list of non-empty names")
+    return items
+
+
+_INT_RE: Final = re.compile(r"[+-]?\d+")
+_FLOAT_RE: Final = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _to_int(spec: _Spec, raw: str) -> int:
+    if not _INT_RE.fullmatch(raw):
+        raise _fail(spec, raw)
+    return int(raw)
+
+
+def _to_float(spec: _Spec, raw: str) -> float:
+    if not _FLOAT_RE.fullmatch(raw):
+        raise _fail(spec, raw)
+    return float(raw)
+
+
+# Go's strconv.ParseBool spellings, which the reference accepts.
+_BOOLS: Final = {
+    "1": True,
+    "t": True,
+    "T": True,
+    "true": True,
+    "TRUE": True,
+    "True": True,
+    "0": False,
+    "f": False,
+    "F": False,
+    "false": False,
+    "FALSE": False,
+    "False": False,
+}
+
+
+def _to_bool(spec: _Spec, raw: str) -> bool:
+    try:
+        return _BOOLS[raw]
+    except KeyError:
+        raise _fail(spec, raw) from None
+
+
+def _to_choice(spec: _Spec, raw: str) -> str:
+    assert spec.choices is not None
+    try:
+        return spec.choices[raw]
+    except KeyError:
+        raise _fail(spec, raw) from None
+
+
+def _check_range(spec: _Spec, value: float | None) -> None:
+    if value is None:
+        return
+    if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+        raise _fail(spec, value)
+
+
+def _check_choice(spec: _Spec, value: str) -> None:
+    assert spec.choices is not None
+    if value not in spec.choices.values():
+        raise _fail(spec, value)
+
+
+def _check_type(kind: type | tuple[type, ...]) -> Checker:
+    def check(spec: _Spec, value: Any) -> None:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise _fail(spec, value, f"expected {spec.allowed}")
+
+    return check
+
+
+def _check_names(spec: _Spec, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(spec, value, "allowed: a list of non-empty names")
+
+
+_VERSION_RE: Final = re.compile(r"\d+\.\d+\.\d+(\.\d+)?")
+
+
+def _check_version(spec: _Spec, value: Any) -> None:
+    if not isinstance(value, str) or not _VERSION_RE.fullmatch(value):
+        raise _fail(spec, value)
+    if tuple(int(p) for p in value.split(".")[:2]) < (0, 10):
+        raise _fail(
+            spec,
+            value,
+            "Kafka versions before 0.10.0 are not supported by librdkafka "
+            "with record headers; allowed: 0.10.0.0 or later",
+        )
+
+
+def _int(
+    key: str, name: str, low: int | None = 0, high: int | None = None, *, optional: bool = False
+) -> _Spec:
+    if low is not None and high is not None:
+        allowed = f"an integer from {low} to {high}"
+    elif low is not None:
+        allowed = f"an integer >= {low}"
+    else:
+        allowed = "an integer"
+
+    def check(spec: _Spec, value: Any) -> None:
+        if value is None and optional:
+            return
+        _check_type(int)(spec, value)
+        _check_range(spec, value)
+
+    return _Spec(key, name, _to_int, check, allowed, low=low, high=high)
+
+
+def _bool(key: str, name: str) -> _Spec:
+    return _Spec(
+        key, name, _to_bool, _check_type(bool), "true or false (also 1/0, t/f, TRUE/FALSE)"
+    )
+
+
+def _choice(key: str, name: str, *values: str, aliases: Mapping[str, str] | None = None) -> _Spec:
+    choices = {v: v for v in values}
+    choices.update(aliases or {})
+    return _Spec(key, name, _to_choice, _check_choice, " | ".join(values), choices=choices)
+
+
+def _text(key: str, name: str) -> _Spec:
+    return _Spec(key, name, _to_str, _check_type(str), "a string")
+
+
+def _check_optional_choice(spec: _Spec, value: Any) -> None:
+    if value != "":  # empty: the feature is off (no SASL)
+        _check_choice(spec, value)
+
+
+def _optional_choice(key: str, name: str, *values: str) -> _Spec:
+    return dataclasses.replace(_choice(key, name, *values), check=_check_optional_choice)
+
+
+def _check_limiter_rate(spec: _Spec, value: Any) -> None:
+    if value is None:
+        return
+    _check_type((int, float))(spec, value)
+    _check_range(spec, value)
+
+
+_SPEC_LIST: Final = [
+    _text("clientid", "client_id"),
+    _text("topic", "topic"),
+    _Spec("topics", "topics", _to_list, _check_names, "a comma-separated list of topics"),
+    _text("group", "group"),
+    _bool("async", "async_produce"),
+    _choice("compression", "compression", "none", "gzip", "snappy", "lz4", "zstd"),
+    _Spec(
+        "version",
+        "version",
+        _to_str,
+        _check_version,
+        "a Kafka version such as 1.1.1.0, 2.8.0 or 0.10.2.0",
+    ),
+    _choice("strategy", "strategy", "sticky", "range", "roundrobin"),
+    _choice("partitioner", "partitioner", "random", "roundrobin", "hash"),
+    _int("fetchDefault", "fetch_default", 1, 1_000_000_000),
+    _int("fetchMax", "fetch_max", 1, 2_147_483_135),
+    # librdkafka's message.max.bytes range.
+    _int("maxMessageBytes", "max_message_bytes", 1000, 1_000_000_000),
+    _int("flushMessages", "flush_messages", 0, 1_000_000),
+    _int("flushMaxMessages", "flush_max_messages", 0, 1_000_000),
+    _int("flushBytes", "flush_bytes", 0, 2_147_483_647),
+    _int("flushFrequency", "flush_frequency_ms", 0, 900_000),
+    _choice("initial", "initial", "newest", "oldest"),
+    _int("maxWaitTime", "max_wait_time_ms", 0, 300_000),
+    _int("batch", "batch", 0, 1_000_000),
+    _int("batchFlush", "batch_flush_ms", 1, 3_600_000),
+    _int("requiredAcks", "required_acks", -1, 1),
+    _int("maxRetry", "max_retry", 0, 2_147_483_647, optional=True),
+    _int("retryInterval", "retry_interval_ms", 0, 3_600_000, optional=True),
+    _bool("trpcMeta", "trpc_meta"),
+    _bool("idempotent", "idempotent"),
+    _int("netMaxOpenRequests", "net_max_open_requests", 1, 1_000_000),
+    _int("maxProcessingTime", "max_processing_time_ms", 1, 3_600_000),
+    _int("netDailTimeout", "net_dial_timeout_ms", 1000, 2_147_483_647),
+    _int("netReadTimeout", "net_read_timeout_ms", 10, 300_000),
+    _int("netWriteTimeout", "net_write_timeout_ms", 10, 300_000),
+    _int("groupSessionTimeout", "group_session_timeout_ms", 1, 3_600_000),
+    _int("groupRebalanceTimeout", "group_rebalance_timeout_ms", 1, 86_400_000),
+    _int("groupRebalanceRetryMax", "group_rebalance_retry_max", 0, 1_000_000),
+    _choice("isolationLevel", "isolation_level", "ReadUncommitted", "ReadCommitted"),
+    _int("metadataRetryMax", "metadata_retry_max", 0, 1_000_000),
+    _int("metadataRetryBackoff", "metadata_retry_backoff_ms", 0, 3_600_000),
+    _int("metadataRefreshFrequency", "metadata_refresh_frequency_s", 0, 3_600_000),
+    _bool("metadataFull", "metadata_full"),
+    _bool("metadataAllowAutoTopicCreation", "metadata_allow_auto_topic_creation"),
+    _text("user", "user"),
+    _text("password", "password"),
+    _optional_choice("mechanism", "mechanism", "SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"),
+    _optional_choice("protocol", "protocol", "SASL_PLAINTEXT", "SASL_SSL", "SSL", "PLAINTEXT"),
+    _text("discover", "discover"),
+    _text("namespace", "namespace"),
+    _Spec(
+        "limiterRate",
+        "limiter_rate",
+        _to_float,
+        _check_limiter_rate,
+        "a number of messages per second >= 0",
+        low=0,
+    ),
+    _int("limiterBurst", "limiter_burst", 0, 2_147_483_647),
+    _text("deadLetterTopic", "dead_letter_topic"),
+]
+
+
+_SPECS: Final[dict[str, _Spec]] = {s.key: s for s in _SPEC_LIST}
+ADDRESS_KEYS: Final = tuple(_SPECS)
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+_HOST_RE: Final = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})")
+
+
+def _check_host(host: str, *, discover: bool = False) -> None:
+    if discover:
+        if not host:
+            raise ConfigError(
+                "empty service name before '?' (key 'discover' is set)", key="hosts", value=host
+            )
+        return
+    m = _HOST_RE.fullmatch(host)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        raise ConfigError(
+            f"invalid broker {host!r}; allowed: host:port with a port from 1 to 65535, "
+            f"brokers separated by commas",
+            key="hosts",
+            value=host,
+        )
+
+
+def strip_scheme(address: str) -> str:
+    return address[len(SCHEME) :] if address.startswith(SCHEME) else address
+
+
+def redact_address(address: str) -> str:
+    """The address with the password value (and secret rdkafka values) replaced."""
+
+    def hide(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key in SECRET_KEYS or (
+            key.startswith(RDKAFKA_PREFIX) and _is_secret_rdkafka_key(key[len(RDKAFKA_PREFIX) :])
+        ):
+            return f"{m.group(0)[: m.start(2) - m.start(0)]}{_REDACTED}"
+        return m.group(0)
+
+    return re.sub(r"(?<=[?&])([^=&]+)=([^&]*)", hide, address)
+
+
+def _is_secret_rdkafka_key(name: str) -> bool:
+    return any(
+        word in name for word in ("password", "secret", "key.pem", "sasl.oauthbearer.config")
+    )
+
+
+def parse_address(address: str) -> KafkaConfig:
+    """Parse ``[kafka://]host:port[,host:port...][?key=value&...]`` into a validated config.
+
+    Raises ConfigError naming the key, the value and what is allowed.
+    """
+    if not isinstance(address, str):
+        raise ConfigError(f"address must be a string, got {type(address).__name__}", key="address")
+    body = strip_scheme(address.strip())
+    hosts_part, sep, query = body.partition("?")
+    cfg = KafkaConfig()
+    seen: set[str] = set()
+    if sep and not query:
+        raise ConfigError(
+            f"address {redact_address(address)!r} ends with '?' but has no keys", key="address"
+        )
+    for item in query.split("&") if query else ():
+        if not item:
+            raise ConfigError(
+                f"address {redact_address(address)!r} has an empty '&&' item", key="address"
+            )
+        raw_key, eq, raw_value = item.partition("=")
+        key = unquote(raw_key)
+        if not eq:
+            raise ConfigError(
+                f"key {key!r} has no '=value' in address {redact_address(address)!r}", key=key
+            )
+        if key in seen:
+            raise ConfigError(f"key {key!r} is given twice", key=key)
+        seen.add(key)
+        value = unquote(raw_value)
+        if value == "":
+            raise ConfigError(f"key {key!r} has an empty value", key=key, value="")
+        if key.startswith(RDKAFKA_PREFIX) and len(key) > len(RDKAFKA_PREFIX):
+            cfg.rdkafka[key[len(RDKAFKA_PREFIX) :]] = value
+            continue
+        spec = _SPECS.get(key)
+        if spec is None:
+            raise ConfigError(
+                f"unknown key {key!r}; allowed keys: {', '.join(ADDRESS_KEYS)}, "
+                f"or rdkafka.<librdkafka property>",
+                key=key,
+            )
+        setattr(cfg, spec.field, spec.convert(spec, value))
+    cfg.brokers = [h.strip() for h in hosts_part.split(",")] if hosts_part.strip() else []
+    if not cfg.brokers:
+        raise ConfigError(
+            f"address {redact_address(address)!r} names no broker; expected "
+            f"host:port[,host:port...] before '?'",
+            key="hosts",
+            value="",
+        )
+    cfg.validate()
+    if cfg.rdkafka:
+        check_rdkafka_settings(cfg.rdkafka)
+    return cfg
+
+
+def check_rdkafka_settings(settings: Mapping[str, str]) -> None:
+    """Let librdkafka judge pass-through settings now, with its own message, not at first use."""
+    import logging
+
+    from confluent_kafka import KafkaException, Producer
+
+    quiet = logging.getLogger("trpc_kafka.config.check")
+    quiet.disabled = True  # property-kind warnings of a throwaway instance are noise
+    for name, value in settings.items():
+        try:
+            # No bootstrap servers: the instance never connects anywhere.
+            Producer({name: value, "logger": quiet})
+        except KafkaException as exc:
+            shown = _REDACTED if _is_secret_rdkafka_key(name) else value
+            raise ConfigError(
+                f"key {RDKAFKA_PREFIX + name!r} (value {shown!r}) rejected by librdkafka: "
+                f"{exc.args[0].str()}",
+                key=RDKAFKA_PREFIX + name,
+            ) from None
+
+
+# -- configs registered in code --------------------------------------------------------
+
+_registered: dict[str, KafkaConfig] = {}
+_registered_lock = threading.Lock()
+
+
+def register_addr_config(address: str, config: KafkaConfig) -> None:
+    """Use ``config`` wherever ``address`` (e.g. ``fake_address``) appears in a YAML file.
+
+    The config is validated now; a later change to the object is not seen (it is copied).
+    """
+    config.validate()
+    if not config.brokers and not config.discover:
+        raise ConfigError(
+            f"config registered for address {address!r} has no brokers", key="brokers"
+        )
+    if config.rdkafka:
+        check_rdkafka_settings(config.rdkafka)
+    with _registered_lock:
+        _registered[strip_scheme(address)] = config.copy()
+
+
+def unregister_addr_config(address: str) -> None:
+    with _registered_lock:
+        _registered.pop(strip_scheme(address), None)
+
+
+def resolve_address(address: str) -> KafkaConfig:
+    """The config registered for ``address``, else the parsed address. Always a fresh copy."""
+    registered = _registered.get(strip_scheme(address.strip()))
+    if registered is not None:
+        return registered.copy()
+    return parse_address(address)

@@ -1,0 +1,117 @@
+"""The one mapping from a :class:`KafkaConfig` to librdkafka settings.
+
+Keys of the reference with a librdkafka equivalent map to it here. Keys whose meaning is our own
+logic (partitioner roundrobin/hash, handler retries, batches, rate limits, metadata retries of
+our own partition lookups) are read by the producer or consumer code instead; the table in the
+README says which is which. ``version`` has no setting: librdkafka asks each broker which
+protocol versions it speaks (ApiVersionRequest), the problem that key solves for Sarama. ``rdkafka.*`` pass-through settings are applied last, so a user can
+override any value chosen here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from trpc_kafka._config.address import KafkaConfig
+
+# Sarama's sticky is an eager protocol librdkafka does not implement; librdkafka's sticky
+# assignor is the cooperative (incremental) one. Members of one group must agree on the
+# protocol, so mixed Go (Sarama sticky) and Python groups should use range or roundrobin.
+ASSIGNORS: Final = {"sticky": "cooperative-sticky", "range": "range", "roundrobin": "roundrobin"}
+OFFSET_RESET: Final = {"newest": "latest", "oldest": "earliest"}
+ISOLATION: Final = {"ReadUncommitted": "read_uncommitted", "ReadCommitted": "read_committed"}
+
+# Kafka's protocol request overhead on top of a fetch; librdkafka needs this much headroom.
+_RECEIVE_HEADROOM: Final = 512
+_LIBRDKAFKA_RECEIVE_DEFAULT: Final = 100_000_000
+
+
+def _common(cfg: KafkaConfig, client_id: str) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "bootstrap.servers": ",".join(cfg.brokers),
+        "client.id": client_id,
+        "max.in.flight.requests.per.connection": cfg.net_max_open_requests,
+        "socket.connection.setup.timeout.ms": cfg.net_dial_timeout_ms,
+        # librdkafka has one socket timeout for reads and writes.
+        "socket.timeout.ms": max(cfg.net_read_timeout_ms, cfg.net_write_timeout_ms),
+        "topic.metadata.refresh.interval.ms": (
+            cfg.metadata_refresh_frequency_s * 1000 if cfg.metadata_refresh_frequency_s else -1
+        ),
+        "topic.metadata.refresh.sparse": not cfg.metadata_full,
+        "allow.auto.create.topics": cfg.metadata_allow_auto_topic_creation,
+    }
+    if cfg.metadata_retry_backoff_ms:
+        # librdkafka's retry interval of metadata after an error.
+        settings["topic.metadata.refresh.fast.interval.ms"] = min(
+            max(cfg.metadata_retry_backoff_ms, 1), 60_000
+        )
+    if cfg.mechanism:
+        settings["security.protocol"] = cfg.protocol or "SASL_PLAINTEXT"
+        settings["sasl.mechanism"] = cfg.mechanism
+        settings["sasl.username"] = cfg.user
+        settings["sasl.password"] = cfg.password
+    elif cfg.protocol:
+        settings["security.protocol"] = cfg.protocol
+    return settings
+
+
+def producer_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """librdkafka producer settings for ``cfg`` (bootstrap servers must already be resolved)."""
+    settings = _common(cfg, cfg.client_id)
+    settings.update(
+        {
+            "compression.type": cfg.compression,
+            "acks": cfg.required_acks,
+            "retries": cfg.producer_max_retry,
+            "retry.backoff.ms": cfg.producer_retry_interval_ms,
+            "enable.idempotence": cfg.idempotent,
+            "message.max.bytes": cfg.max_message_bytes,
+            # Keyless (and every message for random): librdkafka spreads them at random.
+            # roundrobin and hash pick the partition in Python, as Sarama does.
+            "partitioner": "random",
+        }
+    )
+    batch_messages = [n for n in (cfg.flush_messages, cfg.flush_max_messages) if n > 0]
+    if batch_messages:
+        settings["batch.num.messages"] = min(batch_messages)
+    if cfg.flush_bytes:
+        settings["batch.size"] = cfg.flush_bytes
+    if cfg.flush_frequency_ms:
+        settings["linger.ms"] = cfg.flush_frequency_ms
+    settings.update(cfg.rdkafka)
+    return settings
+
+
+def consumer_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """librdkafka consumer settings for ``cfg``, for at-least-once consumption.
+
+    Offsets are stored by our code only after a message was handled
+    (``enable.auto.offset.store=false``); librdkafka commits stored offsets every 3 s (the
+    reference's interval), on revocation and on close.
+    """
+    settings = _common(cfg, cfg.consumer_client_id)
+    receive_max = max(_LIBRDKAFKA_RECEIVE_DEFAULT, cfg.fetch_max + _RECEIVE_HEADROOM)
+    settings.update(
+        {
+            "group.id": cfg.group,
+            "partition.assignment.strategy": ASSIGNORS[cfg.strategy],
+            "auto.offset.reset": OFFSET_RESET[cfg.initial],
+            "isolation.level": ISOLATION[cfg.isolation_level],
+            "max.partition.fetch.bytes": cfg.fetch_default,
+            "fetch.max.bytes": cfg.fetch_max,
+            "receive.message.max.bytes": receive_max,
+            "fetch.wait.max.ms": cfg.max_wait_time_ms,
+            "session.timeout.ms": cfg.group_session_timeout_ms,
+            # librdkafka sends this as the JoinGroup rebalance timeout (Sarama's
+            # Rebalance.Timeout). Handling runs beside the poll loop, so it never expires.
+            "max.poll.interval.ms": max(
+                cfg.group_rebalance_timeout_ms, cfg.group_session_timeout_ms
+            ),
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 3000,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": False,
+        }
+    )
+    settings.update(cfg.rdkafka)
+    return settings
