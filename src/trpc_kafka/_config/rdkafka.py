@@ -4,8 +4,8 @@ Keys of the reference with a librdkafka equivalent map to it here. Keys whose me
 logic (partitioner roundrobin/hash, handler retries, batches, rate limits, metadata retries of
 our own partition lookups) are read by the producer or consumer code instead; the table in the
 README says which is which. ``version`` has no setting: librdkafka asks each broker which
-protocol versions it speaks (ApiVersionRequest), the problem that key solves for Sarama. ``rdkafka.*`` pass-through settings are applied last, so a user can
-override any value chosen here.
+protocol versions it speaks (ApiVersionRequest), the problem that key solves for Sarama.
+``rdkafka.*`` pass-through settings are applied last, so a user can override any value here.
 """
 
 from __future__ import annotations
