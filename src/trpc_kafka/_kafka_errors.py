@@ -1,0 +1,103 @@
+"""The one mapper from librdkafka errors to tRPC errors and actionable text.
+
+Producer and consumer both use it, so the FAQ's failure stories read the same everywhere: a CRC
+mismatch suggests ``compression=none``, unreachable brokers ask "Is your cluster reachable?",
+an inconsistent group protocol names the ``strategy`` key.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from confluent_kafka import KafkaError, KafkaException
+
+from trpc_kafka._runtime import errors as codes
+from trpc_kafka._runtime.errors import TrpcError, framework_error
+
+_UNREACHABLE: Final = frozenset(
+    {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE}
+)
+_AUTH: Final = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._SSL,
+        KafkaError.ILLEGAL_SASL_STATE,
+        KafkaError.UNSUPPORTED_SASL_MECHANISM,
+    }
+)
+_AUTHORIZATION: Final = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    }
+)
+_TIMEOUTS: Final = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT})
+
+
+def kafka_error_of(exc: BaseException) -> KafkaError | None:
+    """The KafkaError inside a KafkaException (or the error itself), else None."""
+    if isinstance(exc, KafkaError):
+        return exc
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def describe(err: KafkaError, topic: str | None = None) -> str:
+    """librdkafka's text for ``err`` plus a hint that tells the user what to change."""
+    code = err.code()
+    text = err.str()
+    if code in _UNREACHABLE:
+        return f"{text} (Is your cluster reachable?)"
+    if code == KafkaError.INVALID_MSG:  # CorruptMessage: "does not match its CRC"
+        return (
+            f"{text}: the broker rejected the record's CRC; some brokers (e.g. CKafka) do not "
+            f"accept the compressed batches: try compression=none in the address"
+        )
+    if code == KafkaError.INCONSISTENT_GROUP_PROTOCOL:
+        return (
+            f"{text}: the members of this consumer group use different balance strategies; "
+            f"give every member the same 'strategy' key (sticky, range or roundrobin; this "
+            f"library's sticky is librdkafka's cooperative-sticky, which Sarama's sticky "
+            f"members cannot join: use range or roundrobin for mixed Go/Python groups)"
+        )
+    if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+        where = f"topic {topic!r}" if topic else "the topic"
+        return f"{text}: {where} does not exist on the cluster (and auto-creation is off)"
+    if code == KafkaError._UNKNOWN_PARTITION:
+        return f"{text}: the partition does not exist in topic {topic!r}"
+    if code in _AUTHORIZATION:
+        subject = (
+            f" on topic {topic!r}"
+            if topic and code == KafkaError.TOPIC_AUTHORIZATION_FAILED
+            else ""
+        )
+        return f"{text}: not authorized{subject}; check the user's ACLs"
+    if code in _AUTH:
+        return (
+            f"{text}: authentication or TLS handshake failed; check mechanism, user, password "
+            f"and certificates"
+        )
+    if code in (KafkaError.MSG_SIZE_TOO_LARGE,):
+        return f"{text}: the message exceeds maxMessageBytes (or the broker's message.max.bytes)"
+    return text
+
+
+def trpc_code(err: KafkaError) -> int:
+    """The tRPC framework code for a librdkafka error."""
+    code = err.code()
+    if code in _TIMEOUTS:
+        return codes.RET_CLIENT_TIMEOUT_ERR
+    if code in _AUTH:
+        return codes.RET_CLIENT_CONNECT_ERR
+    return codes.RET_CLIENT_NETWORK_ERR
+
+
+def to_trpc_error(err: KafkaError, operation: str, topic: str | None = None) -> TrpcError:
+    """A framework error in the reference's shape: ``kafka client transport <op>: <cause>``."""
+    return framework_error(
+        trpc_code(err), f"kafka client transport {operation}: {describe(err, topic)}"
+    )
