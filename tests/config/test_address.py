@@ -231,3 +231,25 @@ def test_registered_config_replaces_parsing() -> None:
 def test_registration_without_brokers_fails() -> None:
     with pytest.raises(ConfigError, match="has no brokers"):
         register_addr_config("fake_address", KafkaConfig(topics=["t"]))
+
+
+def test_discovery_resolves_the_service_name() -> None:
+    from trpc_kafka._config.address import register_discovery, resolve_brokers
+    from trpc_kafka._config.rdkafka import producer_settings
+
+    seen: list[tuple[str, str]] = []
+
+    def resolve(service: str, namespace: str) -> list[str]:
+        seen.append((service, namespace))
+        return ["127.0.0.1:19092", "127.0.0.1:19093"]
+
+    with pytest.raises(ConfigError, match="no service discovery named 'mesh'"):
+        parse_address("kafka.svc:1?discover=mesh&namespace=Production")
+    register_discovery("mesh", resolve)
+    cfg = parse_address("kafka.svc:1?discover=mesh&namespace=Production&topic=t")
+    assert resolve_brokers(cfg) == ["127.0.0.1:19092", "127.0.0.1:19093"]
+    assert producer_settings(cfg)["bootstrap.servers"] == "127.0.0.1:19092,127.0.0.1:19093"
+    assert seen[0] == ("kafka.svc:1", "Production")
+    register_discovery("empty", lambda s, n: [])
+    with pytest.raises(ConfigError, match="found no broker"):
+        resolve_brokers(parse_address("svc:1?discover=empty&namespace=x"))

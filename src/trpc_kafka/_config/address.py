@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import unquote
@@ -160,11 +160,20 @@ class KafkaConfig:
                 spec.check(spec, getattr(self, spec.field))
         for broker in self.brokers:
             _check_host(broker, discover=bool(self.discover))
-        if self.discover and not self.namespace:
-            raise ConfigError(
-                f"key 'discover' (value {self.discover!r}) needs key 'namespace' as well",
-                key="namespace",
-            )
+        if self.discover:
+            if not self.namespace:
+                raise ConfigError(
+                    f"key 'discover' (value {self.discover!r}) needs key 'namespace' as well",
+                    key="namespace",
+                )
+            if self.discover not in _discoveries:
+                raise ConfigError(
+                    f"key 'discover': no service discovery named {self.discover!r} is "
+                    f"registered; registered: {', '.join(sorted(_discoveries)) or '(none)'}; "
+                    f"register it with trpc_kafka.register_discovery",
+                    key="discover",
+                    value=self.discover,
+                )
         if self.idempotent and self.required_acks != -1:
             raise ConfigError(
                 f"key 'idempotent' is true, so key 'requiredAcks' must be -1 (all in-sync "
@@ -607,3 +616,43 @@ def resolve_address(address: str) -> KafkaConfig:
     if registered is not None:
         return registered.copy()
     return parse_address(address)
+
+
+# -- service discovery ---------------------------------------------------------------------
+
+Discovery = Callable[[str, str], Sequence[str]]
+"""``resolve(service_name, namespace) -> ["host:port", ...]``; may block (it runs off the loop)."""
+
+_discoveries: dict[str, Discovery] = {}
+
+
+def register_discovery(name: str, resolve: Discovery) -> None:
+    """Make ``discover=<name>`` usable in addresses (reference: a registered selector)."""
+    if not name:
+        raise ValueError("discovery name must not be empty")
+    _discoveries[name] = resolve
+
+
+def resolve_brokers(cfg: KafkaConfig) -> list[str]:
+    """The bootstrap brokers: the hosts of the address, or what its discovery returns.
+
+    With ``discover`` the first host is a service name, resolved in ``namespace``.
+    """
+    if not cfg.discover:
+        return list(cfg.brokers)
+    resolve = _discoveries.get(cfg.discover)
+    if resolve is None:
+        cfg.validate()  # raises the ConfigError naming the missing discovery
+    assert resolve is not None
+    service = cfg.brokers[0] if cfg.brokers else ""
+    brokers = [str(b) for b in resolve(service, cfg.namespace)]
+    if not brokers:
+        raise ConfigError(
+            f"service discovery {cfg.discover!r} found no broker for {service!r} in "
+            f"namespace {cfg.namespace!r}",
+            key="discover",
+            value=cfg.discover,
+        )
+    for broker in brokers:
+        _check_host(broker)
+    return brokers

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from trpc_kafka._config.address import KafkaConfig
+from trpc_kafka._config.address import KafkaConfig, resolve_brokers
 
 # Sarama's sticky is an eager protocol librdkafka does not implement; librdkafka's sticky
 # assignor is the cooperative (incremental) one. Members of one group must agree on the
@@ -28,7 +28,7 @@ _LIBRDKAFKA_RECEIVE_DEFAULT: Final = 100_000_000
 
 def _common(cfg: KafkaConfig, client_id: str) -> dict[str, Any]:
     settings: dict[str, Any] = {
-        "bootstrap.servers": ",".join(cfg.brokers),
+        "bootstrap.servers": ",".join(resolve_brokers(cfg)),
         "client.id": client_id,
         "max.in.flight.requests.per.connection": cfg.net_max_open_requests,
         "socket.connection.setup.timeout.ms": cfg.net_dial_timeout_ms,
@@ -56,7 +56,7 @@ def _common(cfg: KafkaConfig, client_id: str) -> dict[str, Any]:
 
 
 def producer_settings(cfg: KafkaConfig) -> dict[str, Any]:
-    """librdkafka producer settings for ``cfg`` (bootstrap servers must already be resolved)."""
+    """librdkafka producer settings for ``cfg``; may block while a discovery resolves brokers."""
     settings = _common(cfg, cfg.client_id)
     settings.update(
         {
