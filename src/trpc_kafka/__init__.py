@@ -1,0 +1,41 @@
+"""trpc-kafka: the Kafka plugin of the tRPC ecosystem for Python, on confluent-kafka.
+
+Producer client proxies (``new_client_proxy``) and consumer services (``protocol: kafka`` in the
+YAML file), configured by the same address strings as the tRPC-Go kafka plugin.
+"""
+
+from trpc_kafka._config.address import (
+    KafkaConfig,
+    get_default_config,
+    parse_address,
+    register_addr_config,
+    register_discovery,
+)
+from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._runtime import errors
+from trpc_kafka._runtime.context import Context, current_context, get_context, use_context
+from trpc_kafka._runtime.errors import ErrorType, TrpcError
+from trpc_kafka._runtime.filters import Filter, Handler, chain, register_filter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "Context",
+    "ErrorType",
+    "Filter",
+    "Handler",
+    "KafkaConfig",
+    "TrpcError",
+    "__version__",
+    "chain",
+    "current_context",
+    "errors",
+    "get_context",
+    "get_default_config",
+    "parse_address",
+    "register_addr_config",
+    "register_discovery",
+    "register_filter",
+    "use_context",
+]
