@@ -1,0 +1,537 @@
+"""The YAML configuration file, with tRPC-Go's ``trpc_go.yaml`` schema.
+
+A file written for a tRPC-Go service loads unchanged: the sections ``global``, ``server``,
+``client`` and ``plugins`` are read, every key this library does not use is kept (in ``extra``,
+or raw for ``global`` and ``plugins``), never rejected.
+
+What is applied at load time, as tRPC-Go's ``RepairConfig`` does:
+
+- ``${NAME}`` in the raw text is replaced by the environment variable ``NAME`` (unset: empty
+  string). ``$NAME`` without braces is left alone, as in tRPC-Go, because passwords contain ``$``.
+- A service's ``filter`` list is the server-level (or client-level) list first, then its own,
+  duplicates dropped. A service's ``timeout`` defaults to the section's ``timeout``; ``0`` or
+  unset means no timeout (``None``). ``protocol`` defaults to the section's ``protocol``; unlike
+  tRPC-Go there is no implicit ``trpc`` (``""`` means not set).
+- A client service's ``callee`` and ``name`` default to each other; ``namespace`` defaults to
+  ``client.namespace``, then ``global.namespace``.
+
+Not applied: ``close_wait_time`` is kept but waits for nothing (there is no naming registry to
+deregister from); ``max_close_wait_time`` bounds the graceful close and is used as given (tRPC-Go
+raises values under 10 s to 10 s; here 10 s is only the default).
+
+Bad files raise ConfigError naming the file, the line and the key path
+(``server.service[1].timeout``). Values of secret-looking keys never appear in messages or reprs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from trpc_kafka._config.errors import ConfigError
+
+DEFAULT_MAX_CLOSE_WAIT_MS: Final = 10_000
+"""Default bound of the graceful close, as tRPC-Go's ``MaxCloseWaitTime``."""
+
+DEFAULT_CONFIG_PATH: Final = "./trpc_python.yaml"
+
+# Keys whose values are secrets: never shown in error messages or reprs.
+_SECRET_KEY: Final = re.compile(r"pass(?:word|wd)|pwd|secret|token|credential", re.IGNORECASE)
+# The same inside strings: query parameters (Kafka addresses carry ``password=``) and URL userinfo.
+_SECRET_PARAM: Final = re.compile(
+    r"((?:pass(?:word|wd)|pwd|secret|token|credential)[\w.\-]*=)[^&\s]*", re.IGNORECASE
+)
+_URL_USERINFO: Final = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
+
+# tRPC-Go's expandenv: ``${NAME}`` only; a space, newline or quote before ``}`` means no match.
+_ENV_REF: Final = re.compile(r'\$\{([^} \n"]*)\}')
+
+_NULL_TAG: Final = "tag:yaml.org,2002:null"
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a key's value must be hidden (``password``, ``sasl_password``, ``token``...)."""
+    return _SECRET_KEY.search(key) is not None
+
+
+def redact(value: Any, key: str | None = None) -> Any:
+    """A copy of ``value`` fit for reprs and logs: secret keys' values and URL secrets masked."""
+    if isinstance(value, Mapping):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v, key) for v in value)
+    if key is not None and is_secret_key(key) and value is not None:
+        return "***"
+    if isinstance(value, str):
+        return _URL_USERINFO.sub(r"\1***@", _SECRET_PARAM.sub(r"\1***", value))
+    return value
+
+
+def expand_env(text: str) -> str:
+    """Replace ``${NAME}`` with the environment variable's value (unset: ``""``), as tRPC-Go."""
+    return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), "") if m.group(1) else "", text)
+
+
+class _RedactedRepr:
+    """A dataclass repr that masks secrets (a service's ``extra`` may hold a password)."""
+
+    def __repr__(self) -> str:
+        fields = dataclasses.fields(cast(Any, self))
+        parts = ", ".join(f"{f.name}={redact(getattr(self, f.name), f.name)!r}" for f in fields)
+        return f"{type(self).__name__}({parts})"
+
+
+@dataclass(frozen=True, repr=False)
+class ServiceConfig(_RedactedRepr):
+    """One ``server.service`` entry."""
+
+    name: str
+    address: str = ""
+    protocol: str = ""
+    timeout_ms: int | None = None
+    """Handler timeout in milliseconds; None: no timeout."""
+    filters: tuple[str, ...] = ()
+    """Effective filter names: the server-level ``filter`` first, then the service's own."""
+    line: int | None = None
+    """Line of the entry in the file; None when built in code."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Every other key of the entry (``ip``, ``port``, ``network``, ``registry``...), raw."""
+
+
+@dataclass(frozen=True, repr=False)
+class ServerConfig(_RedactedRepr):
+    """The ``server`` section."""
+
+    app: str = ""
+    server: str = ""
+    filters: tuple[str, ...] = ()
+    """Server-level ``filter``: applied to every service, before the service's own."""
+    max_close_wait_ms: int = DEFAULT_MAX_CLOSE_WAIT_MS
+    services: tuple[ServiceConfig, ...] = ()
+    close_wait_ms: int = 0
+    timeout_ms: int | None = None
+    protocol: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def service(self, name: str) -> ServiceConfig | None:
+        for s in self.services:
+            if s.name == name:
+                return s
+        return None
+
+
+@dataclass(frozen=True, repr=False)
+class ClientServiceConfig(_RedactedRepr):
+    """One ``client.service`` entry (the config of a client proxy)."""
+
+    name: str
+    target: str = ""
+    protocol: str = ""
+    timeout_ms: int | None = None
+    filters: tuple[str, ...] = ()
+    """Effective filter names: the client-level ``filter`` first, then the entry's own."""
+    line: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    callee: str = ""
+    namespace: str = ""
+
+
+@dataclass(frozen=True, repr=False)
+class ClientConfig(_RedactedRepr):
+    """The ``client`` section."""
+
+    timeout_ms: int | None = None
+    filters: tuple[str, ...] = ()
+    services: tuple[ClientServiceConfig, ...] = ()
+    namespace: str = ""
+    protocol: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, repr=False)
+class FileConfig(_RedactedRepr):
+    """A loaded configuration file."""
+
+    path: str = ""
+    global_: Mapping[str, Any] = field(default_factory=dict)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    plugins: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Other top-level sections, raw."""
+
+    def client_service(self, name: str) -> ClientServiceConfig | None:
+        """The ``client.service`` entry for a proxy: matched by ``name``, then by ``callee``."""
+        for s in self.client.services:
+            if s.name == name:
+                return s
+        for s in self.client.services:
+            if s.callee == name:
+                return s
+        return None
+
+
+def load_config(path: str | os.PathLike[str]) -> FileConfig:
+    """Read and check a configuration file; raise ConfigError naming file, line and key."""
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {file}", file=file) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=file) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError("config file is not valid UTF-8", file=file, line=line) from None
+    return parse_config(expand_env(text), file=file)
+
+
+def parse_config(text: str, *, file: str = "<string>") -> FileConfig:
+    """Parse configuration text (``${NAME}`` already expanded); ``file`` names it in errors."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+            return _Parser(loader, file).file_config(root)
+        except yaml.MarkedYAMLError as exc:
+            raise _yaml_error(exc, file) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> ConfigError:
+    # Built from problem and context only: str(exc) quotes the offending line, which could be a
+    # password.
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or "syntax error"
+    if exc.context:
+        problem = f"{exc.context}: {problem}"
+        if exc.context_mark is not None and mark is not exc.context_mark:
+            problem += f" (started at line {exc.context_mark.line + 1})"
+    return ConfigError(
+        f"invalid YAML: {problem}", file=file, line=None if mark is None else mark.line + 1
+    )
+
+
+def _dedup(*lists: Iterable[str]) -> tuple[str, ...]:
+    # Keeps the first occurrence: section-level filters stay in front, as tRPC-Go's deduplicate.
+    return tuple(dict.fromkeys(name for names in lists for name in names))
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return "null" if node.tag == _NULL_TAG else "a scalar"
+
+
+_Entries = dict[str, tuple[Node, Node]]
+
+_SERVER_KEYS: Final = (
+    "app",
+    "server",
+    "filter",
+    "timeout",
+    "protocol",
+    "close_wait_time",
+    "max_close_wait_time",
+    "service",
+)
+_SERVICE_KEYS: Final = ("name", "address", "protocol", "timeout", "filter")
+_CLIENT_KEYS: Final = ("timeout", "filter", "protocol", "namespace", "service")
+_CLIENT_SERVICE_KEYS: Final = (
+    "name",
+    "callee",
+    "target",
+    "protocol",
+    "timeout",
+    "filter",
+    "namespace",
+)
+
+
+class _Parser:
+    """Walks the composed node tree so every error can name its line and key path."""
+
+    def __init__(self, loader: yaml.SafeLoader, file: str) -> None:
+        self.loader = loader
+        self.file = file
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def fail(
+        self, path: str, node: Node | None, problem: str, value: str | None = None
+    ) -> ConfigError:
+        return ConfigError(
+            f"{path}: {problem}" if path else problem,
+            key=path or None,
+            value=value,
+            file=self.file,
+            line=None if node is None else _line(node),
+        )
+
+    def shown(self, path: str, node: Node) -> tuple[str, str | None]:
+        """How a bad value appears in a message (short, secrets hidden), and ConfigError.value."""
+        if not isinstance(node, ScalarNode) or node.tag == _NULL_TAG:
+            return _kind(node), None
+        if is_secret_key(path.rsplit(".", 1)[-1]):
+            return "a value (hidden: secret key)", None
+        text = node.value if len(node.value) <= 60 else node.value[:57] + "..."
+        return repr(text), str(node.value)
+
+    # -- primitives ----------------------------------------------------------------------------
+
+    def check_tree(self, node: Node, path: str, seen: set[int]) -> None:
+        """Reject a key repeated in one mapping anywhere, as yaml.v3 (tRPC-Go) does.
+
+        PyYAML would silently keep the last one.
+        """
+        if id(node) in seen:  # an alias: already checked (and may be recursive)
+            return
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            first: dict[str, Node] = {}
+            for key_node, value_node in node.value:
+                sub = path
+                if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE_TAG:
+                    sub = f"{path}.{key_node.value}" if path else str(key_node.value)
+                    prev = first.setdefault(key_node.value, key_node)
+                    if prev is not key_node:
+                        raise self.fail(
+                            sub, key_node, f"key defined twice (first at line {_line(prev)})"
+                        )
+                self.check_tree(value_node, sub, seen)
+        elif isinstance(node, SequenceNode):
+            for i, item in enumerate(node.value):
+                self.check_tree(item, f"{path}[{i}]", seen)
+
+    def raw(self, node: Node) -> Any:
+        return self.loader.construct_object(node, deep=True)
+
+    def mapping(self, node: Node, path: str, what: str = "a mapping") -> _Entries:
+        """Key -> (key node, value node), merge keys (``<<``) applied; null is empty."""
+        if _is_null(node):
+            return {}
+        if not isinstance(node, MappingNode):
+            raise self.fail(path, node, f"must be {what}, got {_kind(node)}")
+        self.loader.flatten_mapping(node)
+        entries: _Entries = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise self.fail(path, key_node, f"keys must be scalars, got {_kind(key_node)}")
+            # Later entries win: after flattening, the mapping's own keys follow merged ones.
+            entries[str(key_node.value)] = (key_node, value_node)
+        return entries
+
+    def string(self, e: _Entries, key: str, path: str) -> str:
+        """A string field; any scalar decodes into one as in yaml.v3, with its source text kept
+        (``app: 0123`` stays "0123"). Missing or null: ``""``."""
+        node = _value(e, key)
+        if node is None or _is_null(node):
+            return ""
+        if not isinstance(node, ScalarNode):
+            raise self.fail(f"{path}.{key}", node, f"must be a string, got {_kind(node)}")
+        return str(node.value)
+
+    def millis(self, e: _Entries, key: str, path: str) -> int | None:
+        """A duration in milliseconds (an int >= 0, as tRPC-Go's ``int`` fields)."""
+        node = _value(e, key)
+        if node is None or _is_null(node):
+            return None
+        value = self.raw(node) if isinstance(node, ScalarNode) else None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            sub = f"{path}.{key}"
+            shown, raw = self.shown(sub, node)
+            raise self.fail(
+                sub, node, f"must be a whole number of milliseconds >= 0, got {shown}", raw
+            )
+        return value
+
+    def names(self, e: _Entries, key: str, path: str) -> tuple[str, ...]:
+        """A ``filter:`` list: a YAML list of non-empty strings. Missing or null: empty."""
+        node = _value(e, key)
+        if node is None or _is_null(node):
+            return ()
+        sub = f"{path}.{key}"
+        if not isinstance(node, SequenceNode):
+            shown, raw = self.shown(sub, node)
+            raise self.fail(
+                sub, node, f"must be a list of filter names such as [a, b], got {shown}", raw
+            )
+        out: list[str] = []
+        for i, item in enumerate(node.value):
+            if not isinstance(item, ScalarNode) or _is_null(item) or not item.value:
+                shown, raw = self.shown(f"{sub}[{i}]", item)
+                raise self.fail(f"{sub}[{i}]", item, f"must be a filter name, got {shown}", raw)
+            out.append(str(item.value))
+        return tuple(out)
+
+    def section(self, e: _Entries, key: str) -> _Entries:
+        node = _value(e, key)
+        return {} if node is None else self.mapping(node, key)
+
+    def rest(self, e: _Entries, known: Iterable[str]) -> dict[str, Any]:
+        """The keys this library does not use, raw: kept so tRPC-Go files load unchanged."""
+        skip = set(known)
+        return {k: self.raw(v) for k, (_, v) in e.items() if k not in skip}
+
+    # -- sections ------------------------------------------------------------------------------
+
+    def file_config(self, root: Node | None) -> FileConfig:
+        if root is None:  # an empty file: all defaults, as yaml.v3 gives
+            return FileConfig(path=self.file)
+        self.check_tree(root, "", set())
+        top = self.mapping(root, "", "a mapping with global, server, client and plugins sections")
+        global_ = self.rest(self.section(top, "global"), ())
+        return FileConfig(
+            path=self.file,
+            global_=global_,
+            server=self.server(self.section(top, "server")),
+            client=self.client(self.section(top, "client"), global_),
+            plugins=self.rest(self.section(top, "plugins"), ()),
+            extra=self.rest(top, ("global", "server", "client", "plugins")),
+        )
+
+    def server(self, s: _Entries) -> ServerConfig:
+        p = "server"
+        filters = self.names(s, "filter", p)
+        timeout = self.millis(s, "timeout", p) or None
+        protocol = self.string(s, "protocol", p)
+        max_wait = self.millis(s, "max_close_wait_time", p)
+        services: list[ServiceConfig] = []
+        for i, item, e in self.items(s, p):
+            sp = f"{p}.service[{i}]"
+            services.append(
+                ServiceConfig(
+                    name=self.string(e, "name", sp),
+                    address=self.string(e, "address", sp),
+                    protocol=self.string(e, "protocol", sp) or protocol,
+                    timeout_ms=self.millis(e, "timeout", sp) or timeout,
+                    filters=_dedup(filters, self.names(e, "filter", sp)),
+                    line=_line(item),
+                    extra=self.rest(e, _SERVICE_KEYS),
+                )
+            )
+        return ServerConfig(
+            app=self.string(s, "app", p),
+            server=self.string(s, "server", p),
+            filters=filters,
+            max_close_wait_ms=DEFAULT_MAX_CLOSE_WAIT_MS if max_wait is None else max_wait,
+            services=tuple(services),
+            close_wait_ms=self.millis(s, "close_wait_time", p) or 0,
+            timeout_ms=timeout,
+            protocol=protocol,
+            extra=self.rest(s, _SERVER_KEYS),
+        )
+
+    def client(self, c: _Entries, global_: Mapping[str, Any]) -> ClientConfig:
+        p = "client"
+        filters = self.names(c, "filter", p)
+        timeout = self.millis(c, "timeout", p) or None
+        protocol = self.string(c, "protocol", p)
+        namespace = self.string(c, "namespace", p)
+        if not namespace and isinstance(global_.get("namespace"), str):
+            namespace = global_["namespace"]
+        services: list[ClientServiceConfig] = []
+        for i, item, e in self.items(c, p):
+            sp = f"{p}.service[{i}]"
+            name = self.string(e, "name", sp)
+            services.append(
+                ClientServiceConfig(
+                    name=name,
+                    target=self.string(e, "target", sp),
+                    protocol=self.string(e, "protocol", sp) or protocol,
+                    timeout_ms=self.millis(e, "timeout", sp) or timeout,
+                    filters=_dedup(filters, self.names(e, "filter", sp)),
+                    line=_line(item),
+                    extra=self.rest(e, _CLIENT_SERVICE_KEYS),
+                    callee=self.string(e, "callee", sp) or name,
+                    namespace=self.string(e, "namespace", sp) or namespace,
+                )
+            )
+        return ClientConfig(
+            timeout_ms=timeout,
+            filters=filters,
+            services=tuple(services),
+            namespace=namespace,
+            protocol=protocol,
+            extra=self.rest(c, _CLIENT_KEYS),
+        )
+
+    def items(self, section: _Entries, p: str) -> list[tuple[int, Node, _Entries]]:
+        """The entries of ``<p>.service``: a list of mappings, each with a unique ``name``."""
+        node = _value(section, "service")
+        path = f"{p}.service"
+        if node is None or _is_null(node):
+            return []
+        if not isinstance(node, SequenceNode):
+            raise self.fail(
+                path, node, f"must be a list of services (- name: ...), got {_kind(node)}"
+            )
+        out: list[tuple[int, Node, _Entries]] = []
+        first_line: dict[str, int] = {}
+        for i, item in enumerate(node.value):
+            ip = f"{path}[{i}]"
+            if not isinstance(item, MappingNode):
+                raise self.fail(ip, item, f"must be a mapping (name: ..., ...), got {_kind(item)}")
+            e = self.mapping(item, ip)
+            name = self.string(e, "name", ip)
+            if not name:
+                raise self.fail(
+                    f"{ip}.name",
+                    item,
+                    "missing required key 'name' (the service name, e.g. trpc.app.server.service)",
+                )
+            name_node = e["name"][1]
+            if name in first_line:
+                raise self.fail(
+                    f"{ip}.name",
+                    name_node,
+                    f"duplicate service name {name!r}, also at line {first_line[name]}; "
+                    "names must be unique",
+                    name,
+                )
+            first_line[name] = _line(name_node)
+            out.append((i, item, e))
+        return out
+
+
+def _value(e: _Entries, key: str) -> Node | None:
+    pair = e.get(key)
+    return None if pair is None else pair[1]
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
+
+
+# One slot, not a ``global`` statement: set by new_server, read by client proxies.
+_loaded: list[FileConfig | None] = [None]
+
+
+def set_global_config(cfg: FileConfig | None) -> None:
+    """Make ``cfg`` the loaded configuration client proxies read (``new_server`` sets it)."""
+    _loaded[0] = cfg
+
+
+def get_global_config() -> FileConfig | None:
+    """The configuration set by ``new_server`` or ``set_global_config``, if any."""
+    return _loaded[0]

@@ -1,0 +1,459 @@
+"""The YAML loader: a tRPC-Go file loads unchanged; bad files name file, line and key."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.file import (
+    DEFAULT_MAX_CLOSE_WAIT_MS,
+    ClientServiceConfig,
+    FileConfig,
+    ServiceConfig,
+    expand_env,
+    get_global_config,
+    load_config,
+    parse_config,
+    redact,
+    set_global_config,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def trpc_go(monkeypatch: pytest.MonkeyPatch) -> FileConfig:
+    monkeypatch.setenv("CONTAINER_NAME", "box-7")
+    monkeypatch.setenv("GREETER_PASSWORD", "s3cr$t")
+    monkeypatch.delenv("POLARIS_TOKEN", raising=False)
+    return load_config(DATA / "trpc_go.yaml")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "trpc_go.yaml"
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def test_trpc_go_file_global_and_plugins(trpc_go: FileConfig) -> None:
+    assert trpc_go.path == str(DATA / "trpc_go.yaml")
+    assert trpc_go.global_ == {
+        "namespace": "Development",
+        "env_name": "test",
+        "container_name": "box-7",
+        "enable_set": "N",
+    }
+    log = trpc_go.plugins["log"]["default"]
+    assert log[0] == {"writer": "console", "level": "debug"}
+    assert log[1]["writer_config"]["max_backups"] == 10
+    assert log[1]["writer_config"]["compress"] is False
+    polaris = trpc_go.plugins["registry"]["polaris"]
+    assert polaris["heartbeat_interval"] == 3000
+    # Unset variable: replaced by nothing (as tRPC-Go), which leaves a YAML null here.
+    assert polaris["service"][0]["token"] is None
+    assert trpc_go.extra == {}
+
+
+def test_trpc_go_file_server(trpc_go: FileConfig) -> None:
+    server = trpc_go.server
+    assert (server.app, server.server) == ("test", "helloworld")
+    assert server.filters == ("simpledebuglog", "recovery")
+    assert server.close_wait_ms == 3000
+    assert server.max_close_wait_ms == 8000
+    assert server.timeout_ms is None
+    assert server.extra["admin"] == {
+        "ip": "127.0.0.1",
+        "port": 11014,
+        "read_timeout": 3000,
+        "write_timeout": 60000,
+    }
+    assert server.extra["bin_path"] == "/usr/local/trpc/bin/"
+    assert [s.name for s in server.services] == [
+        "trpc.test.helloworld.consumer",
+        "trpc.test.helloworld.Greeter",
+    ]
+    consumer, greeter = server.services
+    assert consumer == ServiceConfig(
+        name="trpc.test.helloworld.consumer",
+        address="127.0.0.1:9092?topics=topic1,topic2&group=group1&clientid=cid",
+        protocol="kafka",
+        timeout_ms=1000,
+        # Server-level first, then the service's own, duplicates dropped (tRPC-Go's order).
+        filters=("simpledebuglog", "recovery", "validation"),
+        line=25,
+        extra={},
+    )
+    assert greeter.protocol == "trpc"
+    assert greeter.address == ""
+    assert greeter.line == 30
+    assert greeter.extra == {
+        "ip": "127.0.0.1",
+        "port": 8000,
+        "network": "tcp",
+        "registry": "polaris",
+        "server_async": True,
+        "max_routines": 100000,
+    }
+    assert server.service("trpc.test.helloworld.Greeter") is greeter
+    assert server.service("nope") is None
+
+
+def test_trpc_go_file_client(trpc_go: FileConfig) -> None:
+    client = trpc_go.client
+    assert client.timeout_ms == 1000
+    assert client.filters == ("simpledebuglog",)
+    assert client.namespace == "Development"
+    producer = trpc_go.client_service("trpc.test.helloworld.producer")
+    assert producer == ClientServiceConfig(
+        name="trpc.test.helloworld.producer",
+        target="kafka://127.0.0.1:9092?clientid=producer&partitioner=hash&compression=snappy",
+        protocol="",
+        timeout_ms=800,
+        filters=("simpledebuglog", "debuglog"),
+        line=45,
+        extra={},
+        callee="trpc.test.helloworld.producer",
+        namespace="Development",
+    )
+    greeter = trpc_go.client_service("trpc.test.helloworld.Greeter")  # found by callee
+    assert greeter is not None
+    assert greeter.name == "trpc.test.helloworld.Greeter.backend"
+    assert greeter.timeout_ms == 1000  # client-level default
+    assert greeter.protocol == "trpc"
+    assert greeter.extra == {"network": "tcp", "password": "s3cr$t"}
+    assert trpc_go.client_service("trpc.test.helloworld.Greeter.backend") is greeter
+    assert trpc_go.client_service("nope") is None
+
+
+def test_reprs_hide_secrets(trpc_go: FileConfig) -> None:
+    text = repr(trpc_go)
+    assert "s3cr$t" not in text
+    assert "'password': '***'" in text
+    cfg = ServiceConfig(name="s", address="h:9092?user=u&password=hunter2&topics=t")
+    assert "hunter2" not in repr(cfg)
+    assert "password=***&topics=t" in repr(cfg)
+    assert redact("sasl://bob:hunter2@host:9092") == "sasl://bob:***@host:9092"
+    assert redact({"db": {"sasl_password": "x", "user": "u"}}) == {
+        "db": {"sasl_password": "***", "user": "u"}
+    }
+
+
+def test_defaults_for_an_empty_file_and_sections(tmp_path: Path) -> None:
+    empty = load_config(write(tmp_path, ""))
+    assert empty.server.services == ()
+    assert empty.server.max_close_wait_ms == DEFAULT_MAX_CLOSE_WAIT_MS == 10_000
+    assert empty.client.services == ()
+    cfg = parse_config("server:\nclient:\nplugins:\nglobal:\n")
+    assert cfg.server.services == () and cfg.plugins == {} and cfg.global_ == {}
+
+
+def test_section_defaults_apply_to_services() -> None:
+    cfg = parse_config(
+        textwrap.dedent(
+            """
+            global: {namespace: Production}
+            server:
+              protocol: kafka
+              timeout: 500
+              service:
+                - {name: a}
+                - {name: b, timeout: 0, protocol: other}
+                - {name: c, timeout: 20}
+            client:
+              protocol: kafka
+              service:
+                - {name: p, timeout: 0}
+            admin: {port: 9028}
+            """
+        )
+    )
+    a, b, c = cfg.server.services
+    assert (a.protocol, a.timeout_ms) == ("kafka", 500)
+    assert (b.protocol, b.timeout_ms) == ("other", 500)  # 0: inherit, as tRPC-Go
+    assert c.timeout_ms == 20
+    p = cfg.client.services[0]
+    assert (p.protocol, p.timeout_ms, p.namespace) == ("kafka", None, "Production")
+    assert cfg.extra == {"admin": {"port": 9028}}
+
+
+def test_merge_keys_and_anchors() -> None:
+    cfg = parse_config(
+        textwrap.dedent(
+            """
+            x-base: &base {protocol: kafka, timeout: 300, filter: [f1]}
+            server:
+              service:
+                - <<: *base
+                  name: a
+                  timeout: 400
+            """
+        )
+    )
+    (a,) = cfg.server.services
+    assert (a.name, a.protocol, a.timeout_ms, a.filters) == ("a", "kafka", 400, ("f1",))
+
+
+def test_env_expansion_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_HOST", "10.0.0.1")
+    monkeypatch.delenv("UNSET_VAR", raising=False)
+    # ${NAME} only: $NAME stays (passwords contain $), as tRPC-Go's expandenv.
+    assert expand_env("a ${KAFKA_HOST}:9092 $KAFKA_HOST") == "a 10.0.0.1:9092 $KAFKA_HOST"
+    assert expand_env("[${UNSET_VAR}]") == "[]"
+    assert expand_env("x${}y") == "xy"
+    assert expand_env("${KAFKA HOST} ${KAFKA_HOST") == "${KAFKA HOST} ${KAFKA_HOST"
+
+
+def test_env_expansion_in_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_ADDR", "10.0.0.1:9092")
+    monkeypatch.setenv("CONSUMER_TIMEOUT", "1500")
+    monkeypatch.delenv("UNSET_VAR", raising=False)
+    path = write(
+        tmp_path,
+        """
+        server:
+          service:
+            - name: c
+              address: ${KAFKA_ADDR}?topics=t&group=g
+              timeout: ${CONSUMER_TIMEOUT}
+              protocol: kafka${UNSET_VAR}
+        """,
+    )
+    (svc,) = load_config(path).server.services
+    assert svc.address == "10.0.0.1:9092?topics=t&group=g"
+    assert svc.timeout_ms == 1500  # expanded before parsing, so it is an int
+    assert svc.protocol == "kafka"
+
+
+def test_global_config_slot(trpc_go: FileConfig) -> None:
+    previous = get_global_config()
+    try:
+        set_global_config(trpc_go)
+        assert get_global_config() is trpc_go
+        set_global_config(None)
+        assert get_global_config() is None
+    finally:
+        set_global_config(previous)
+
+
+BROKEN = [
+    # (id, file text, key path, line, message fragment)
+    ("yaml-indent", "server:\n  app: test\n   server: x\n", None, 3, "mapping values are not"),
+    ("yaml-flow", "server:\n  filter: [a, b\n  app: x\n", None, 3, "expected ',' or ']'"),
+    ("yaml-tab", "server:\n\tapp: x\n", None, 2, "found character '\\t'"),
+    ("yaml-alias", "server:\n  app: *nope\n", None, 2, "undefined alias 'nope'"),
+    ("yaml-two-docs", "a: 1\n---\nb: 2\n", None, 2, "expected a single document"),
+    ("top-level-list", "- server\n- client\n", None, 1, "must be a mapping with global"),
+    ("top-level-scalar", "hello\n", None, 1, "must be a mapping with global"),
+    ("server-not-mapping", "global: {}\nserver: 5\n", "server", 2, "must be a mapping, got a"),
+    ("global-not-mapping", "global: [a]\n", "global", 1, "must be a mapping, got a list"),
+    ("plugins-not-mapping", "plugins: x\n", "plugins", 1, "must be a mapping"),
+    (
+        "service-not-list",
+        "server:\n  service:\n    name: x\n",
+        "server.service",
+        3,
+        "must be a list of services",
+    ),
+    (
+        "service-item-scalar",
+        "server:\n  service:\n    - trpc.a.b.c\n",
+        "server.service[0]",
+        3,
+        "must be a mapping (name: ..., ...), got a scalar",
+    ),
+    (
+        "service-missing-name",
+        "server:\n  service:\n    - name: a\n      protocol: kafka\n"
+        "    - protocol: kafka\n      timeout: 10\n",
+        "server.service[1].name",
+        5,
+        "missing required key 'name'",
+    ),
+    (
+        "service-empty-name",
+        "server:\n  service:\n    - name: ''\n",
+        "server.service[0].name",
+        3,
+        "missing required key 'name'",
+    ),
+    (
+        "service-name-list",
+        "server:\n  service:\n    - name: [a, b]\n",
+        "server.service[0].name",
+        3,
+        "must be a string, got a list",
+    ),
+    (
+        "service-address-mapping",
+        "server:\n  service:\n    - name: a\n      address:\n        host: x\n",
+        "server.service[0].address",
+        5,
+        "must be a string, got a mapping",
+    ),
+    (
+        "timeout-string",
+        "server:\n  service:\n    - name: a\n      timeout: '1000'\n",
+        "server.service[0].timeout",
+        4,
+        "must be a whole number of milliseconds >= 0, got '1000'",
+    ),
+    (
+        "timeout-negative",
+        "server:\n  service:\n    - name: a\n    - name: b\n      timeout: -5\n",
+        "server.service[1].timeout",
+        5,
+        "got '-5'",
+    ),
+    (
+        "timeout-float",
+        "server:\n  service:\n    - name: a\n      timeout: 1.5\n",
+        "server.service[0].timeout",
+        4,
+        "got '1.5'",
+    ),
+    (
+        "timeout-bool",
+        "server:\n  service:\n    - name: a\n      timeout: true\n",
+        "server.service[0].timeout",
+        4,
+        "got 'true'",
+    ),
+    (
+        "timeout-list",
+        "server:\n  service:\n    - name: a\n      timeout: [1]\n",
+        "server.service[0].timeout",
+        4,
+        "got a list",
+    ),
+    (
+        "filter-scalar",
+        "server:\n  service:\n    - name: a\n      filter: simpledebuglog\n",
+        "server.service[0].filter",
+        4,
+        "must be a list of filter names such as [a, b], got 'simpledebuglog'",
+    ),
+    (
+        "filter-item-mapping",
+        "server:\n  service:\n    - name: a\n      filter:\n        - f1\n        - {f2: x}\n",
+        "server.service[0].filter[1]",
+        6,
+        "must be a filter name, got a mapping",
+    ),
+    (
+        "server-filter-null-item",
+        "server:\n  filter: [a, ~]\n",
+        "server.filter[1]",
+        2,
+        "must be a filter name, got null",
+    ),
+    (
+        "max-close-wait-unit",
+        "server:\n  app: x\n  max_close_wait_time: 10s\n",
+        "server.max_close_wait_time",
+        3,
+        "got '10s'",
+    ),
+    (
+        "duplicate-service-name",
+        "server:\n  service:\n    - name: a\n      protocol: kafka\n    - name: b\n    - name: a\n",
+        "server.service[2].name",
+        6,
+        "duplicate service name 'a', also at line 3",
+    ),
+    (
+        "duplicate-key",
+        "server:\n  app: a\n  server: s\n  app: b\n",
+        "server.app",
+        4,
+        "key defined twice (first at line 2)",
+    ),
+    (
+        "duplicate-key-in-plugins",
+        "plugins:\n  log:\n    level: a\n    level: b\n",
+        "plugins.log.level",
+        4,
+        "key defined twice (first at line 3)",
+    ),
+    (
+        "client-service-missing-name",
+        "client:\n  service:\n    - target: kafka://h:9092\n",
+        "client.service[0].name",
+        3,
+        "missing required key 'name'",
+    ),
+    (
+        "client-duplicate-name",
+        "client:\n  service:\n    - name: p\n    - name: q\n    - name: p\n",
+        "client.service[2].name",
+        5,
+        "also at line 3",
+    ),
+    (
+        "client-timeout",
+        "client:\n  timeout: fast\n",
+        "client.timeout",
+        2,
+        "got 'fast'",
+    ),
+    (
+        "client-service-filter",
+        "client:\n  service:\n    - name: p\n      filter: {a: 1}\n",
+        "client.service[0].filter",
+        4,
+        "got a mapping",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line", "fragment"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN]
+)
+def test_broken_files(tmp_path: Path, text: str, key: str | None, line: int, fragment: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    err = info.value
+    assert err.file == str(path)
+    assert err.key == key
+    assert err.line == line
+    assert fragment in err.message
+    # The rendered text names where: file:line: key: ...
+    prefix = f"{path}:{line}: " + (f"{key}: " if key else "")
+    assert str(err).startswith(prefix), str(err)
+
+
+def test_yaml_error_does_not_quote_secret_lines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        client:
+          service:
+            - name: x
+              password: "hunter2
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "hunter2" not in str(info.value)
+    assert "started at line 4" in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="config file not found") as info:
+        load_config(path)
+    assert info.value.file == str(path)
+
+
+def test_unreadable_and_non_utf8(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path)  # a directory
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"server:\n  app: caf\xe9\n")
+    with pytest.raises(ConfigError, match="not valid UTF-8") as info:
+        load_config(path)
+    assert info.value.line == 2
