@@ -37,7 +37,7 @@ _AUTHORIZATION: Final = frozenset(
 _TIMEOUTS: Final = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT})
 
 
-def kafka_error_of(exc: BaseException) -> KafkaError | None:
+def kafka_error_of(exc: BaseException | KafkaError) -> KafkaError | None:
     """The KafkaError inside a KafkaException (or the error itself), else None."""
     if isinstance(exc, KafkaError):
         return exc
