@@ -155,6 +155,26 @@ async def test_start_in_order_stop_in_reverse_then_hooks(fake: Fake) -> None:
     assert fake.stop_timeouts == {"a": 3.0, "b": 3.0, "c": 3.0}
 
 
+async def test_global_shutdown_hooks_run_after_the_server_hooks(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_mod, "_global_hooks", [])
+    server = make_server("a")
+    server.add_shutdown_hook(lambda: fake.log.append("own hook"))
+
+    async def global_hook() -> None:
+        fake.log.append("global hook")
+
+    server_mod.register_global_shutdown_hook(global_hook)
+    server_mod.register_global_shutdown_hook(global_hook)  # once only
+    serving = asyncio.create_task(server.serve())
+    await until(lambda: "start a" in fake.log)
+    await server.close()
+    await serving
+    assert fake.log[-2:] == ["own hook", "global hook"]
+    assert fake.log.count("global hook") == 1
+
+
 async def test_close_is_idempotent_and_concurrent(fake: Fake) -> None:
     server = make_server("a")
     serving = asyncio.create_task(server.serve())

@@ -89,6 +89,19 @@ def register_transport(protocol: str, factory: TransportFactory) -> None:
         _transports[protocol] = factory
 
 
+_global_hooks: list[ShutdownHook] = []
+
+
+def register_global_shutdown_hook(hook: ShutdownHook) -> None:
+    """Run ``hook`` when any server shuts down, after its own hooks.
+
+    For process-wide resources owned by another layer (the producer pool flushes here), so the
+    runtime needs no import of them.
+    """
+    if hook not in _global_hooks:
+        _global_hooks.append(hook)
+
+
 def get_transport(protocol: str) -> TransportFactory | None:
     """The factory registered for ``protocol``, or None."""
     return _transports.get(protocol)
@@ -443,7 +456,7 @@ class Server:
         await self._run_hooks()
 
     async def _run_hooks(self) -> None:
-        for hook in list(self._hooks):
+        for hook in [*self._hooks, *_global_hooks]:
             name = getattr(hook, "__qualname__", repr(hook))
             try:
                 result = hook()
