@@ -12,10 +12,18 @@ from trpc_kafka._config.address import (
     register_discovery,
 )
 from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.file import FileConfig, load_config
 from trpc_kafka._runtime import errors
 from trpc_kafka._runtime.context import Context, current_context, get_context, use_context
 from trpc_kafka._runtime.errors import ErrorType, TrpcError
 from trpc_kafka._runtime.filters import Filter, Handler, chain, register_filter
+from trpc_kafka._runtime.server import (
+    Server,
+    Service,
+    ServiceTransport,
+    new_server,
+    register_transport,
+)
 
 __version__ = "0.1.0"
 
@@ -23,9 +31,13 @@ __all__ = [
     "ConfigError",
     "Context",
     "ErrorType",
+    "FileConfig",
     "Filter",
     "Handler",
     "KafkaConfig",
+    "Server",
+    "Service",
+    "ServiceTransport",
     "TrpcError",
     "__version__",
     "chain",
@@ -33,9 +45,12 @@ __all__ = [
     "errors",
     "get_context",
     "get_default_config",
+    "load_config",
+    "new_server",
     "parse_address",
     "register_addr_config",
     "register_discovery",
     "register_filter",
+    "register_transport",
     "use_context",
 ]
