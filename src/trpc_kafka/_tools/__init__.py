@@ -1,0 +1,1 @@
+"""The ``trpc-kafka`` CLI and the local Apache Kafka broker (KRaft, jars from Maven Central)."""

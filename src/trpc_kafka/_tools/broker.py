@@ -1,0 +1,860 @@
+"""The local Apache Kafka broker that tests, demos and benchmarks use.
+
+KRaft nodes (combined broker + controller) run in their own JVMs from the jars that Maven
+resolves out of Maven Central. One directory holds one cluster::
+
+    DIR/state.json              pids, ports and bootstrap of the running cluster
+    DIR/log4j2.properties       logging of every node (INFO into the node's log)
+    DIR/node-<id>/server.properties, server.log, data/
+
+Every start formats fresh storage, so a cluster never carries topics over from an earlier run.
+Only the pids recorded in ``state.json`` are ever signalled, and only while their command line
+still names this directory, so a reused pid is never killed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+# Where it is defined: confluent_kafka.admin re-exports it without declaring it for mypy.
+from confluent_kafka.cimpl import NewTopic
+
+__all__ = [
+    "DEFAULT_START_TIMEOUT",
+    "BrokerError",
+    "ClusterStatus",
+    "Listener",
+    "LocalBroker",
+    "NodeStatus",
+    "create_topic",
+    "default_dir",
+    "processes_using",
+    "resolve_classpath",
+    "server_properties",
+    "start_cluster",
+    "status",
+    "stop",
+]
+
+log = logging.getLogger(__name__)
+
+HOST: Final = "127.0.0.1"
+CONTROLLER: Final = "CONTROLLER"
+DEFAULT_START_TIMEOUT: Final = 60.0
+STOP_GRACE: Final = 15.0
+STATE_FILE: Final = "state.json"
+
+_POM: Final = Path(__file__).with_name("pom.xml")
+_LOG4J2: Final = Path(__file__).with_name("log4j2.properties")
+# A cold ~/.m2 downloads ~60 MB; generous, but a hung mvn must not hang `make test` forever.
+_MVN_TIMEOUT: Final = 900.0
+_KILL_WAIT: Final = 5.0
+_LOG_TAIL_LINES: Final = 15
+_LOG_READ_LIMIT: Final = 4 * 1024 * 1024
+_JVM_OPTS: Final = (
+    "-Xmx512m",
+    "-Xms128m",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+# StorageTool lives for a second: the C1 compiler alone starts it faster.
+_TOOL_JVM_OPTS: Final = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
+
+# JVMs this process spawned, so that stop() reaps them (no zombies, no "still running"
+# ResourceWarning from a collected Popen) whichever LocalBroker object stops them.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be started or stopped; the message names cause and log."""
+
+
+class _PortTakenError(BrokerError):
+    """A node could not bind its port: someone took it between our choice and the JVM's bind."""
+
+
+# --- locations and tools ------------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/trpc-kafka`` (``~/.cache/trpc-kafka`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "trpc-kafka"
+
+
+def default_dir() -> Path:
+    """Where ``trpc-kafka broker`` keeps its cluster when no directory is given."""
+    return cache_root() / "broker"
+
+
+def _tool(name: str, env_var: str, purpose: str) -> str:
+    configured = os.environ.get(env_var)
+    found = shutil.which(configured or name)
+    if found is not None:
+        return found
+    if configured:
+        raise BrokerError(f"{name} not found: {env_var}={configured!r} is not an executable")
+    raise BrokerError(
+        f"{name} not found on PATH: {purpose}; install it or set {env_var}=/path/to/{name}"
+    )
+
+
+def _java() -> str:
+    return _tool("java", "JAVA", "the local Kafka broker needs a Java 17+ runtime")
+
+
+def resolve_classpath() -> str:
+    """The broker's classpath; mvn runs only when the cache for this pom.xml is missing.
+
+    The cache lives under :func:`cache_root`, keyed by a hash of the pom, so every cluster
+    directory (tests use temporary ones) shares it. A cached entry whose jars are gone
+    (``~/.m2`` cleaned) is resolved again.
+    """
+    digest = hashlib.sha256(_POM.read_bytes()).hexdigest()[:16]
+    cache = cache_root() / "classpath" / f"{digest}.txt"
+    with contextlib.suppress(OSError):
+        cached = cache.read_text(encoding="utf-8").strip()
+        if cached and all(os.path.isfile(jar) for jar in cached.split(os.pathsep)):
+            return cached
+
+    mvn = _tool("mvn", "MVN", "it resolves the Kafka jars from Maven Central on the first start")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    mvn_log = cache.with_suffix(".mvn.log")
+    log.info("resolving the Kafka jars with Maven (first start only), log: %s", mvn_log)
+    # A temporary cwd: mvn must not drop files into the caller's directory.
+    with tempfile.TemporaryDirectory(prefix="trpc-kafka-mvn-") as tmp:
+        out = Path(tmp) / "classpath.txt"
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(_POM),
+            "dependency:build-classpath",
+            f"-Dmdep.outputFile={out}",
+        ]
+        with open(mvn_log, "wb") as sink:
+            try:
+                rc = subprocess.run(
+                    cmd,
+                    cwd=tmp,
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    timeout=_MVN_TIMEOUT,
+                    check=False,
+                ).returncode
+            except subprocess.TimeoutExpired:
+                raise BrokerError(
+                    f"mvn did not resolve the Kafka jars within {_MVN_TIMEOUT:.0f} s; "
+                    f"log: {mvn_log}\n{_excerpt(mvn_log)}"
+                ) from None
+            except OSError as exc:
+                raise BrokerError(f"cannot run mvn ({mvn}): {exc}") from None
+        if rc != 0 or not out.is_file():
+            raise BrokerError(
+                f"mvn failed (exit {rc}) resolving the Kafka jars of {_POM}; "
+                f"log: {mvn_log}\n{_excerpt(mvn_log)}"
+            )
+        classpath = out.read_text(encoding="utf-8").strip()
+    _write_atomic(cache, classpath + "\n")
+    return classpath
+
+
+# --- broker configuration ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listener of a node. ``name`` is also its key in the security protocol map.
+
+    The listener named ``CONTROLLER`` carries the KRaft quorum; the first other one is the
+    inter-broker listener and gives the bootstrap address.
+    """
+
+    name: str
+    port: int
+    protocol: str = "PLAINTEXT"
+
+
+def server_properties(
+    *,
+    node_id: int,
+    listeners: Sequence[Listener],
+    voters: Mapping[int, int],
+    data_dir: Path,
+    brokers: int,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """``server.properties`` of one combined broker + controller node, tuned for tests.
+
+    ``voters`` maps each node id to its controller port. ``extra`` is applied last, so it can
+    add (SASL, TLS) or override any setting.
+    """
+    clients = [lst for lst in listeners if lst.name != CONTROLLER]
+    controllers = [lst for lst in listeners if lst.name == CONTROLLER]
+    if len(controllers) != 1 or not clients:
+        raise ValueError("listeners need exactly one CONTROLLER listener and at least one other")
+    # Internal topics replicate like production as far as the cluster allows.
+    replicas = min(brokers, 3)
+    min_isr = 2 if replicas >= 3 else 1
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": str(node_id),
+        "controller.quorum.voters": ",".join(
+            f"{voter}@{HOST}:{port}" for voter, port in sorted(voters.items())
+        ),
+        "listeners": ",".join(f"{lst.name}://{HOST}:{lst.port}" for lst in listeners),
+        "advertised.listeners": ",".join(f"{lst.name}://{HOST}:{lst.port}" for lst in clients),
+        "controller.listener.names": CONTROLLER,
+        "listener.security.protocol.map": ",".join(
+            f"{lst.name}:{lst.protocol}" for lst in listeners
+        ),
+        "inter.broker.listener.name": clients[0].name,
+        "log.dirs": str(data_dir),
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(min_isr),
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
+        # Tests join groups and create topics all the time: no join delay, auto-create on,
+        # small internal topics (the first group or transaction waits for their creation),
+        # and short session timeouts allowed for crash and rebalance tests.
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "true",
+        "num.partitions": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.num.partitions": "4",
+        "group.min.session.timeout.ms": "500",
+    }
+    props.update(extra or {})
+    return props
+
+
+def _write_properties(path: Path, props: Mapping[str, str]) -> None:
+    lines = []
+    for key, value in props.items():
+        if "\n" in value or "\r" in value:
+            raise BrokerError(f"broker property {key}={value!r}: line breaks are not allowed")
+        # The properties format treats a backslash as an escape.
+        lines.append(f"{key}={value.replace(chr(92), chr(92) * 2)}\n")
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def _cluster_id() -> str:
+    # What `StorageTool random-uuid` prints (Kafka's Uuid: url-safe base64 of 16 random bytes,
+    # never starting with '-'), made here to save a JVM start.
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value
+
+
+def _free_ports(count: int) -> list[int]:
+    # All sockets stay bound until every port is chosen, so no port is picked twice.
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        if Path("/proc/self").exists():
+            return None
+    except OSError:
+        return None
+    else:
+        return raw.replace(b"\0", b" ").decode(errors="replace")
+    # No /proc (macOS): ask ps.
+    done = subprocess.run(
+        ["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def _alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        # poll() reaps our own child once it is gone (and keeps its exit code).
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        # A zombie has exited; only its parent can make it disappear.
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
+    return True
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def processes_using(directory: str | os.PathLike[str]) -> list[int]:
+    """Pids of the broker JVMs (running ones) whose command line names ``directory``'s nodes.
+
+    :meth:`LocalBroker.stop` never uses this: it signals only the pids it recorded. This finds
+    strays, e.g. nodes of a CLI that was killed before it could record them.
+    """
+    marker = f"{Path(directory).resolve()}{os.sep}node-"
+    proc = Path("/proc")
+    if proc.is_dir():
+        pids = [int(entry.name) for entry in proc.iterdir() if entry.name.isdigit()]
+    else:
+        done = subprocess.run(["ps", "-Ao", "pid="], capture_output=True, text=True, check=False)
+        pids = [int(field) for field in done.stdout.split()]
+    found = []
+    for pid in pids:
+        line = _cmdline(pid)
+        if pid != os.getpid() and line is not None and marker in line and _alive(pid):
+            found.append(pid)
+    return sorted(found)
+
+
+_ERROR_LINE: Final = re.compile(r"\] (ERROR|FATAL) |^\[ERROR\]|^Exception in thread|^Error: ")
+
+
+def _excerpt(path: Path) -> str:
+    """The first error of a log (the cause; what follows is mostly shutdown noise) and its end."""
+    try:
+        with open(path, "rb") as f:
+            lines = f.read(_LOG_READ_LIMIT).decode(errors="replace").splitlines()
+    except OSError as exc:
+        return f"    (cannot read {path}: {exc})"
+    parts: list[str] = []
+    first = next((i for i, line in enumerate(lines) if _ERROR_LINE.search(line)), None)
+    if first is not None:
+        # The error line and its messages ("Caused by: ..."), without stack frames.
+        block = [lines[first]]
+        for line in lines[first + 1 :]:
+            if line.startswith("[") or len(block) >= 12:
+                break
+            if not line.lstrip().startswith(("at ", "...")):
+                block.append(line)
+        parts += ["  first error:", *("    " + line for line in block)]
+    parts += ["  last lines:", *("    " + line for line in lines[-_LOG_TAIL_LINES:] or ["(empty)"])]
+    return "\n".join(parts)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --- cluster state -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Node:
+    """One node as recorded in state.json."""
+
+    node_id: int
+    pid: int
+    port: int
+    controller_port: int
+    home: str
+
+    @property
+    def config(self) -> Path:
+        return Path(self.home) / "server.properties"
+
+    @property
+    def log(self) -> Path:
+        return Path(self.home) / "server.log"
+
+    def running(self) -> bool:
+        """Whether this node's JVM runs; a reused pid never passes for it."""
+        child = _children.get(self.pid)
+        if child is not None:
+            # Our own child: its Popen identifies it until reaped, even while it exits.
+            return child.poll() is None
+        line = _cmdline(self.pid) if _alive(self.pid) else None
+        return line is not None and str(self.config) in line
+
+    def exiting(self) -> bool:
+        """Not gone yet, but exiting: Linux empties the command line of an exiting process."""
+        return self.pid not in _children and _alive(self.pid) and _cmdline(self.pid) == ""
+
+
+@dataclass(frozen=True)
+class _State:
+    """state.json: the nodes, and whether they were ever all ready (False while starting)."""
+
+    nodes: list[_Node]
+    ready: bool
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: int
+    pid: int
+    port: int
+    alive: bool
+    log: Path
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What :func:`status` found in a cluster directory."""
+
+    directory: Path
+    bootstrap: str | None
+    nodes: tuple[NodeStatus, ...]
+    # False while a start is still waiting for the nodes.
+    ready: bool = False
+    # Broker JVMs of this directory that state.json does not know (see processes_using).
+    strays: tuple[int, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        """Started, ready, and every node alive."""
+        return self.ready and bool(self.nodes) and all(node.alive for node in self.nodes)
+
+
+class LocalBroker:
+    """A local KRaft cluster of ``brokers`` combined nodes whose state lives in ``directory``.
+
+    ``start()`` returns the bootstrap servers (and starts nothing when the cluster already
+    runs); ``stop()`` ends exactly the JVMs it started. Usable as a context manager.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        brokers: int = 1,
+        extra_properties: Mapping[str, str] | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        if brokers < 1:
+            raise BrokerError(f"brokers={brokers}: a cluster needs at least 1 broker")
+        # Resolved, because the pid check compares it with the JVMs' command lines.
+        self.directory = Path(directory if directory is not None else default_dir()).resolve()
+        self.brokers = brokers
+        self.extra_properties = dict(extra_properties or {})
+        self.start_timeout = start_timeout
+
+    def __enter__(self) -> LocalBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def bootstrap(self) -> str | None:
+        """The bootstrap servers of the cluster recorded in the directory, if any."""
+        state = self._read_state()
+        return None if state is None else _bootstrap(state.nodes)
+
+    def start(self) -> str:
+        """Start the cluster unless it already runs; return its bootstrap servers."""
+        with self._locked():
+            state = self._read_state()
+            if state is not None:
+                if state.ready and all(node.running() for node in state.nodes):
+                    log.debug("broker already running in %s", self.directory)
+                    return _bootstrap(state.nodes)
+                # Remains of a crash or of an interrupted start: ours (pid check), so end them.
+                log.info("cleaning up a cluster that is not fully running in %s", self.directory)
+                _terminate(state.nodes)
+                self._state_path.unlink(missing_ok=True)
+            java = _java()
+            classpath = resolve_classpath()
+            try:
+                return self._launch(java, classpath)
+            except _PortTakenError as exc:
+                # Ports are chosen free but bound by the JVMs a few seconds later; another
+                # program may take one meanwhile. Fresh ports once; a second clash is reported.
+                log.info("a port was taken meanwhile, starting again on other ports (%s)", exc)
+            return self._launch(java, classpath)
+
+    def stop(self) -> bool:
+        """Stop the recorded JVMs (SIGTERM, SIGKILL after 15 s); False if none was recorded."""
+        if not self.directory.is_dir():
+            return False
+        with self._locked():
+            state = self._read_state()
+            if state is None:
+                return False
+            _terminate(state.nodes)
+            self._state_path.unlink(missing_ok=True)
+            return True
+
+    def status(self) -> ClusterStatus:
+        state = self._read_state() or _State(nodes=[], ready=False)
+        nodes = tuple(
+            NodeStatus(node.node_id, node.pid, node.port, node.running(), node.log)
+            for node in state.nodes
+        )
+        known = {node.pid for node in nodes if node.alive}
+        strays = tuple(pid for pid in processes_using(self.directory) if pid not in known)
+        return ClusterStatus(
+            directory=self.directory,
+            bootstrap=_bootstrap(state.nodes) if state.nodes else None,
+            nodes=nodes,
+            ready=state.ready,
+            strays=strays,
+        )
+
+    # --- internals ---
+
+    @property
+    def _state_path(self) -> Path:
+        return self.directory / STATE_FILE
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Two CLIs (or test sessions) on one directory must not start it twice.
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read_state(self) -> _State | None:
+        try:
+            raw: Any = json.loads(self._state_path.read_text(encoding="utf-8"))
+            return _State([_Node(**node) for node in raw["nodes"]], ready=bool(raw["ready"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise BrokerError(
+                f"unreadable broker state {self._state_path} ({exc}); "
+                f"end its JVMs (pids: {processes_using(self.directory)}) and remove the file"
+            ) from None
+
+    def _write_state(self, nodes: Sequence[_Node], *, ready: bool) -> None:
+        data = {
+            "brokers": len(nodes),
+            "bootstrap": _bootstrap(nodes),
+            "ready": ready,
+            "nodes": [asdict(node) for node in nodes],
+        }
+        _write_atomic(self._state_path, json.dumps(data, indent=2) + "\n")
+
+    def _launch(self, java: str, classpath: str) -> str:
+        began = time.monotonic()
+        deadline = began + self.start_timeout
+        ports = _free_ports(2 * self.brokers)
+        plan = [(i + 1, ports[2 * i], ports[2 * i + 1]) for i in range(self.brokers)]
+        voters = {node_id: controller_port for node_id, _, controller_port in plan}
+        log4j = self.directory / "log4j2.properties"
+        shutil.copyfile(_LOG4J2, log4j)
+
+        homes: list[Path] = []
+        for node_id, port, controller_port in plan:
+            home = self.directory / f"node-{node_id}"
+            shutil.rmtree(home, ignore_errors=True)
+            (home / "data").mkdir(parents=True)
+            props = server_properties(
+                node_id=node_id,
+                listeners=[Listener("PLAINTEXT", port), Listener(CONTROLLER, controller_port)],
+                voters=voters,
+                data_dir=home / "data",
+                brokers=self.brokers,
+                extra=self.extra_properties,
+            )
+            _write_properties(home / "server.properties", props)
+            homes.append(home)
+
+        nodes: list[_Node] = []
+        try:
+            _format(java, classpath, log4j, homes, deadline=deadline, timeout=self.start_timeout)
+            for (node_id, port, controller_port), home in zip(plan, homes, strict=True):
+                pid = _spawn(java, classpath, log4j, home)
+                nodes.append(_Node(node_id, pid, port, controller_port, str(home)))
+                # Recorded at once: `stop` can end the JVMs even if this process dies now.
+                self._write_state(nodes, ready=False)
+            log.info("waiting for %d node(s) in %s", len(nodes), self.directory)
+            _wait_ready(nodes, deadline, self.start_timeout)
+            self._write_state(nodes, ready=True)
+        except BaseException:
+            _terminate(nodes)
+            self._state_path.unlink(missing_ok=True)
+            raise
+        log.info("ready in %.1f s", time.monotonic() - began)
+        return _bootstrap(nodes)
+
+
+def _bootstrap(nodes: Sequence[_Node]) -> str:
+    return ",".join(f"{HOST}:{node.port}" for node in nodes)
+
+
+def _jvm(java: str, classpath: str, log4j: Path, home: Path, opts: Sequence[str]) -> list[str]:
+    return [
+        java,
+        *opts,
+        f"-Dlog4j2.configurationFile={log4j}",
+        f"-Dtrpc.kafka.log.file={home / 'server.log'}",
+        "-cp",
+        classpath,
+    ]
+
+
+def _format(
+    java: str,
+    classpath: str,
+    log4j: Path,
+    homes: Sequence[Path],
+    *,
+    deadline: float,
+    timeout: float,
+) -> None:
+    # One StorageTool per node, all at once: each is a JVM start of about a second.
+    cluster_id = _cluster_id()
+    running: list[tuple[Path, subprocess.Popen[bytes]]] = []
+    try:
+        for home in homes:
+            cmd = [
+                *_jvm(java, classpath, log4j, home, _TOOL_JVM_OPTS),
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(home / "server.properties"),
+            ]
+            with open(home / "server.log", "ab") as out:
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=home
+                )
+            running.append((home, proc))
+        for home, proc in running:
+            try:
+                rc = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise BrokerError(
+                    f"formatting the storage of {home.name} did not finish within {timeout:g} s; "
+                    f"log: {home / 'server.log'}\n{_excerpt(home / 'server.log')}"
+                ) from None
+            if rc != 0:
+                raise BrokerError(
+                    f"formatting the storage of {home.name} failed (exit {rc}); "
+                    f"log: {home / 'server.log'}\n{_excerpt(home / 'server.log')}"
+                )
+    finally:
+        for _, proc in running:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _spawn(java: str, classpath: str, log4j: Path, home: Path) -> int:
+    cmd = [
+        *_jvm(java, classpath, log4j, home, _JVM_OPTS),
+        "kafka.Kafka",
+        str(home / "server.properties"),
+    ]
+    with open(home / "server.log", "ab") as out:
+        # A session of its own: the JVM outlives the CLI and ignores the terminal's Ctrl-C.
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=home,
+            start_new_session=True,
+        )
+    _children[proc.pid] = proc
+    return proc.pid
+
+
+def _quiet(*_: object) -> None:
+    """librdkafka error callback: refused connections are expected while JVMs start."""
+
+
+def _wait_ready(nodes: Sequence[_Node], deadline: float, timeout: float) -> None:
+    """Until every node answers a metadata request listing all nodes as brokers."""
+    admins = {
+        node.node_id: AdminClient(
+            {
+                "bootstrap.servers": f"{HOST}:{node.port}",
+                "log_level": 0,
+                # Retry soon: the default backoff grows to 10 s while the JVM is not up yet.
+                "reconnect.backoff.ms": 50,
+                "reconnect.backoff.max.ms": 250,
+            },
+            error_cb=_quiet,
+        )
+        for node in nodes
+    }
+    try:
+        pending = list(nodes)
+        while True:
+            for node in nodes:
+                if not node.running():
+                    _raise_exited(node)
+            pending = [n for n in pending if not _answers(admins[n.node_id], n.port, len(nodes))]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                node = pending[0]
+                raise BrokerError(
+                    f"broker node {node.node_id} (port {node.port}) was not ready within "
+                    f"{timeout:g} s; log: {node.log}\n{_excerpt(node.log)}"
+                )
+            time.sleep(0.1)
+    finally:
+        # Destroyed now, not when a caller drops a traceback that holds this frame.
+        admins.clear()
+
+
+def _raise_exited(node: _Node) -> NoReturn:
+    child = _children.get(node.pid)
+    code = "" if child is None else f" with exit code {child.returncode}"
+    excerpt = _excerpt(node.log)
+    error = _PortTakenError if "Address already in use" in excerpt else BrokerError
+    raise error(
+        f"broker node {node.node_id} (pid {node.pid}, port {node.port}) exited{code} during "
+        f"start; log: {node.log}\n{excerpt}"
+    )
+
+
+def _answers(admin: AdminClient, port: int, brokers: int) -> bool:
+    try:
+        # A refused connection fails here at once, instead of a metadata request's timeout.
+        socket.create_connection((HOST, port), timeout=0.5).close()
+        metadata = admin.list_topics(timeout=1.0)
+    except (OSError, KafkaException):
+        return False
+    return len(metadata.brokers) >= brokers
+
+
+def _terminate(nodes: Sequence[_Node]) -> None:
+    """SIGTERM the nodes that still are our JVMs, SIGKILL what is left after STOP_GRACE."""
+    live = [node for node in nodes if node.running()]
+    for node in live:
+        _signal(node.pid, signal.SIGTERM)
+    live = _wait_gone(live, STOP_GRACE)
+    for node in live:
+        if node.running():
+            log.warning("node %d (pid %d) ignored SIGTERM; killing it", node.node_id, node.pid)
+            _signal(node.pid, signal.SIGKILL)
+    left = [node.pid for node in _wait_gone(live, _KILL_WAIT) if node.running()]
+    if left:
+        raise BrokerError(f"could not end broker pids {left}")
+
+
+def _wait_gone(nodes: Sequence[_Node], seconds: float) -> list[_Node]:
+    deadline = time.monotonic() + seconds
+    live = list(nodes)
+    while live and time.monotonic() < deadline:
+        time.sleep(0.05)
+        live = [node for node in live if node.running() or node.exiting()]
+    return live
+
+
+# --- using a cluster -----------------------------------------------------------------------
+
+
+def create_topic(
+    bootstrap: str,
+    name: str,
+    *,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    config: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Create a topic and return once every partition has a leader.
+
+    ``create_topics`` completes when the controller accepted the topic; producers and consumers
+    need the leaders in the metadata the brokers serve, which comes a little later.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    spec = NewTopic(
+        name,
+        num_partitions=partitions,
+        replication_factor=replication_factor,
+        config=dict(config or {}),
+    )
+    for future in admin.create_topics([spec], operation_timeout=timeout).values():
+        future.result(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = admin.list_topics(topic=name, timeout=timeout).topics.get(name)
+        if (
+            found is not None
+            and found.error is None
+            and len(found.partitions) == partitions
+            and all(p.leader >= 0 and p.error is None for p in found.partitions.values())
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"topic {name}: partitions without a leader after {timeout:g} s")
+        time.sleep(0.05)
+
+
+# --- module-level shortcuts ----------------------------------------------------------------
+
+
+def start_cluster(
+    brokers: int = 1,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    extra_properties: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT,
+) -> str:
+    """Start (or find running) a cluster of ``brokers`` nodes; return its bootstrap servers."""
+    return LocalBroker(
+        directory, brokers=brokers, extra_properties=extra_properties, start_timeout=timeout
+    ).start()
+
+
+def stop(directory: str | os.PathLike[str] | None = None) -> bool:
+    """Stop the cluster in ``directory``; False if none was recorded there."""
+    return LocalBroker(directory).stop()
+
+
+def status(directory: str | os.PathLike[str] | None = None) -> ClusterStatus:
+    """What runs in ``directory``."""
+    return LocalBroker(directory).status()

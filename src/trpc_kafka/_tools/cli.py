@@ -1,0 +1,135 @@
+"""``trpc-kafka``: the command line of the plugin's development tools.
+
+``trpc-kafka broker start|stop|status`` runs the local Apache Kafka cluster. ``start`` prints
+the bootstrap servers as the last line of stdout, so scripts take them with ``tail -n 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import NoReturn
+
+from trpc_kafka._tools.broker import (
+    DEFAULT_START_TIMEOUT,
+    BrokerError,
+    LocalBroker,
+    default_dir,
+)
+
+PROG = "trpc-kafka"
+# `status` exit code when nothing runs (LSB: "program is not running").
+EXIT_NOT_RUNNING = 3
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    broker = commands.add_parser("broker", help="the local Apache Kafka broker (KRaft)")
+    actions = broker.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    dir_help = f"cluster state, logs and data (default: {default_dir()})"
+    start = actions.add_parser("start", help="start a local cluster; print its bootstrap servers")
+    start.add_argument("--brokers", type=_positive_int, default=1, help="nodes (default: 1)")
+    start.add_argument("--dir", help=dir_help)
+    start.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_START_TIMEOUT,
+        help=f"seconds to wait for readiness (default: {DEFAULT_START_TIMEOUT:g})",
+    )
+    start.set_defaults(handler=_start)
+
+    stop = actions.add_parser("stop", help="stop the cluster started in --dir")
+    stop.add_argument("--dir", help=dir_help)
+    stop.set_defaults(handler=_stop)
+
+    status = actions.add_parser(
+        "status", help=f"show what runs; exit 0 if running, {EXIT_NOT_RUNNING} if not"
+    )
+    status.add_argument("--dir", help=dir_help)
+    status.set_defaults(handler=_status)
+    return parser
+
+
+def _start(args: argparse.Namespace) -> int:
+    broker = LocalBroker(args.dir, brokers=args.brokers, start_timeout=args.timeout)
+    current = broker.status()
+    if current.running:
+        # Reported, never restarted: other shells may be using it.
+        print(f"broker already running in {broker.directory} ({len(current.nodes)} node(s))")
+    bootstrap = broker.start()
+    if not current.running:
+        print(f"started {broker.brokers} node(s) in {broker.directory}")
+        for node in broker.status().nodes:
+            print(f"node {node.node_id}: pid {node.pid}, port {node.port}, log {node.log}")
+    print(bootstrap)
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    broker = LocalBroker(args.dir)
+    if broker.stop():
+        print(f"stopped the broker in {broker.directory}")
+    else:
+        print(f"no broker recorded in {broker.directory}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    current = LocalBroker(args.dir).status()
+    if not current.nodes:
+        print(f"not running: no broker recorded in {current.directory}")
+    for node in current.nodes:
+        state = "alive" if node.alive else "dead"
+        print(f"node {node.node_id}: pid {node.pid}, port {node.port}, {state}, log {node.log}")
+    for pid in current.strays:
+        print(f"stray broker JVM (not recorded in state.json): pid {pid}")
+    if current.running:
+        print(current.bootstrap)
+        return 0
+    if current.nodes and not current.ready:
+        print("not running yet: a start is waiting for the nodes")
+    elif current.nodes:
+        print(f"not running: some nodes are dead; `{PROG} broker stop` cleans up")
+    return EXIT_NOT_RUNNING
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> NoReturn:
+    # SystemExit unwinds like Ctrl-C does, so a start in progress ends the nodes it began.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Progress of the library (mvn, readiness) goes to stderr; stdout stays parseable.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    tools_log = logging.getLogger("trpc_kafka._tools")
+    tools_log.addHandler(handler)
+    tools_log.setLevel(logging.INFO)
+    try:
+        code: int = args.handler(args)
+    except BrokerError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # The library already ended any node it had started.
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return code
