@@ -12,7 +12,7 @@ from trpc_kafka._config.address import (
     register_discovery,
 )
 from trpc_kafka._config.errors import ConfigError
-from trpc_kafka._config.file import FileConfig, load_config
+from trpc_kafka._config.file import FileConfig, load_config, load_global_config
 from trpc_kafka._runtime import errors
 from trpc_kafka._runtime.context import Context, current_context, get_context, use_context
 from trpc_kafka._runtime.errors import ErrorType, TrpcError
@@ -46,6 +46,7 @@ __all__ = [
     "get_context",
     "get_default_config",
     "load_config",
+    "load_global_config",
     "new_server",
     "parse_address",
     "register_addr_config",

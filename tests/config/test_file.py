@@ -457,3 +457,21 @@ def test_unreadable_and_non_utf8(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid UTF-8") as info:
         load_config(path)
     assert info.value.line == 2
+
+
+def test_load_global_config_for_client_only_programs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trpc_kafka._config.file import get_global_config, load_global_config, set_global_config
+
+    path = tmp_path / "clients.yaml"
+    path.write_text("client:\n  service:\n    - name: p\n      target: kafka://h:1?topic=t\n")
+    monkeypatch.setenv("TRPC_KAFKA_CONFIG", str(path))
+    saved = get_global_config()
+    try:
+        cfg = load_global_config()
+        assert get_global_config() is cfg
+        service = cfg.client_service("p")
+        assert service is not None and service.target == "kafka://h:1?topic=t"
+    finally:
+        set_global_config(saved)

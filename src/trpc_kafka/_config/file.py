@@ -535,3 +535,24 @@ def set_global_config(cfg: FileConfig | None) -> None:
 def get_global_config() -> FileConfig | None:
     """The configuration set by ``new_server`` or ``set_global_config``, if any."""
     return _loaded[0]
+
+
+def load_global_config(path: str | os.PathLike[str] | None = None) -> FileConfig:
+    """Load a file and make it the global configuration, for programs with client proxies only.
+
+    tRPC-Go clients get theirs from ``trpc.NewServer()``; this is that without a server. The
+    path defaults as for ``new_server`` (see :func:`config_path`).
+    """
+    cfg = load_config(config_path(path))
+    set_global_config(cfg)
+    return cfg
+
+
+CONFIG_ENV: Final = "TRPC_KAFKA_CONFIG"
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> str | os.PathLike[str]:
+    """``path``, else ``$TRPC_KAFKA_CONFIG``, else ``./trpc_python.yaml``."""
+    if path is not None:
+        return path
+    return os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH

@@ -24,10 +24,10 @@ from typing import Any, Final, Protocol
 
 from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._config.file import (
-    DEFAULT_CONFIG_PATH,
     DEFAULT_MAX_CLOSE_WAIT_MS,
     FileConfig,
     ServiceConfig,
+    config_path,
     load_config,
     redact,
     set_global_config,
@@ -36,7 +36,6 @@ from trpc_kafka._runtime.filters import Filter, resolve_filters
 
 logger = logging.getLogger("trpc_kafka.server")
 
-CONFIG_ENV: Final = "TRPC_KAFKA_CONFIG"
 """Environment variable naming the config file when ``new_server()`` gets no path."""
 
 # After cancelling a task that overran its bound, how long to let it unwind before moving on.
@@ -569,9 +568,7 @@ def new_server(path: str | os.PathLike[str] | None = None) -> Server:
 
     ``path`` defaults to ``$TRPC_KAFKA_CONFIG``, else ``./trpc_python.yaml``.
     """
-    if path is None:
-        path = os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
-    config = load_config(path)
+    config = load_config(config_path(path))
     server = Server(config)
     set_global_config(config)
     return server
