@@ -1,0 +1,32 @@
+"""The producer side: client proxies, the producer pool, partitioners, async-send callbacks."""
+
+from trpc_kafka._producer.callbacks import (
+    ErrorCallback,
+    SuccessCallback,
+    async_producer_error_callback,
+    async_producer_success_callback,
+)
+from trpc_kafka._producer.message import Headers, Payload, ProducerMessage
+from trpc_kafka._producer.pool import close_all_producers, close_all_producers_sync
+from trpc_kafka._producer.proxy import (
+    NO_OFFSET,
+    CanceledError,
+    ClientProxy,
+    new_client_proxy,
+)
+
+__all__ = [
+    "NO_OFFSET",
+    "CanceledError",
+    "ClientProxy",
+    "ErrorCallback",
+    "Headers",
+    "Payload",
+    "ProducerMessage",
+    "SuccessCallback",
+    "async_producer_error_callback",
+    "async_producer_success_callback",
+    "close_all_producers",
+    "close_all_producers_sync",
+    "new_client_proxy",
+]

@@ -1,0 +1,566 @@
+"""The producer pool: one librdkafka producer per distinct address, shared by proxies.
+
+Entries are keyed by the librdkafka settings an address resolves to (plus our own metadata retry
+policy), so two spellings of the same address share one producer. An entry is created on first
+use. Creation for one address never waits on another: the pool-wide lock is held only for a
+dictionary look-up; each address has its own lock, held while its producer object is built
+(librdkafka connects in its own threads, so that takes milliseconds whether or not the brokers
+answer). Concurrent first calls for the same address share one creation; a failed creation is
+not cached. The one blocking metadata call we make (partition counts for ``roundrobin`` and
+``hash``) runs on a thread of its own per look-up, never on the event loop and never under a
+shared lock.
+
+Each entry owns exactly one background thread, its *delivery thread*, which polls delivery
+reports (``poll(0.1)``), runs the async-send callbacks and completes the futures of acked sends
+in batches: one ``loop.call_soon_threadsafe`` per event loop per poll, not one per message. Only
+that thread ever calls ``poll``, so callbacks never run concurrently.
+
+Closing an entry (last proxy closed, :func:`close_all_producers`, or at interpreter exit) lets
+its delivery thread drain the queue within the bound, then purge what is left and report every
+purged message to its callback (error) or future (code 141); nothing vanishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_brokers
+from trpc_kafka._config.rdkafka import producer_settings
+from trpc_kafka._kafka_errors import kafka_error_of, to_trpc_error
+from trpc_kafka._producer.partitioner import RoundRobin
+from trpc_kafka._runtime.errors import (
+    RET_CLIENT_ROUTE_ERR,
+    RET_CLIENT_TIMEOUT_ERR,
+    TrpcError,
+    framework_error,
+)
+
+log = logging.getLogger("trpc_kafka.producer")
+_rdkafka_log = logging.getLogger("trpc_kafka.rdkafka")
+
+POLL_INTERVAL: Final = 0.1
+ATEXIT_FLUSH_TIMEOUT: Final = 5.0
+"""How long the interpreter-exit hook waits for queued messages before purging them."""
+_PURGE_GRACE: Final = 2.0
+"""Extra time a closing entry gets, after its drain bound, to purge and report."""
+
+ProducerFactory = Callable[[dict[str, Any]], Producer]
+_producer_factory: list[ProducerFactory] = [Producer]
+"""Test seam: what builds the librdkafka producer from its settings dict."""
+
+AckedResult = tuple[int, int]
+_Done = tuple["asyncio.Future[AckedResult]", "KafkaError | None", Message]
+
+
+def set_producer_factory(factory: ProducerFactory | None) -> None:
+    """Replace how producers are built (tests inspect or extend the settings). None: default."""
+    _producer_factory[0] = Producer if factory is None else factory
+
+
+def delivery_error(err: KafkaError, topic: str | None, operation: str) -> TrpcError:
+    """The tRPC error for a failed delivery, with the KafkaException as its cause."""
+    exc = to_trpc_error(err, operation, topic)
+    exc.__cause__ = KafkaException(err)
+    return exc
+
+
+def _complete(done: list[_Done]) -> None:
+    """Runs on the futures' event loop: settle one batch of acked sends."""
+    for fut, err, msg in done:
+        if fut.done():  # timed out or cancelled meanwhile
+            continue
+        if err is None:
+            offset = msg.offset()
+            partition = msg.partition()
+            # acks=0: librdkafka knows no offset (None); -1 says so.
+            fut.set_result(
+                (
+                    -1 if partition is None else partition,
+                    -1 if offset is None or offset < 0 else offset,
+                )
+            )
+        else:
+            fut.set_exception(delivery_error(err, msg.topic(), "SendMessage"))
+
+
+class _PartitionLookup:
+    """One in-flight partition-count look-up of one topic, shared by every caller."""
+
+    __slots__ = ("future", "topic")
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        # Running: a caller that gives up (timeout, cancel) cannot cancel it for the others.
+        self.future.set_running_or_notify_cancel()
+
+
+class ProducerEntry:
+    """One librdkafka producer, its delivery thread and its per-topic partition state."""
+
+    def __init__(self, key: tuple[Any, ...], cfg: KafkaConfig, settings: dict[str, Any]) -> None:
+        self.key = key
+        self.cfg = cfg
+        self.label = redact_address(",".join(cfg.brokers))
+        self.settings = settings
+        """The settings handed to librdkafka (secrets included: never log this)."""
+        full = dict(settings)
+        full["logger"] = _rdkafka_log
+        full["error_cb"] = self._on_error
+        self.producer: Producer = _producer_factory[0](full)
+        self.closed = False
+        self.refs = 0
+        # Completed acked sends of the current poll; only the delivery thread touches it.
+        self._done: collections.deque[_Done] = collections.deque()
+        append = self._done.append
+
+        def collect(fut: asyncio.Future[AckedResult], err: KafkaError | None, msg: Message) -> None:
+            append((fut, err, msg))
+
+        self.collect = collect
+        """``on_delivery`` of an acked send, bound to its future with ``partial``."""
+        self._closing_deadline: float | None = None
+        self.finished = threading.Event()
+        self._lock = threading.Lock()  # partition state only; never held while blocking
+        self._partitions: dict[str, tuple[int, float]] = {}
+        self._lookups: dict[str, _PartitionLookup] = {}
+        self._refresh_s = cfg.metadata_refresh_frequency_s
+        self.roundrobin = RoundRobin()
+        self._thread = threading.Thread(
+            target=self._run, name=f"trpc-kafka-producer[{self.label}]", daemon=True
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"ProducerEntry({self.label!r}, refs={self.refs}, closed={self.closed})"
+
+    # -- delivery reports (delivery thread) --------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Hand the completions of one poll to their loops: one wake-up per loop."""
+        done = list(self._done)
+        self._done.clear()
+        first_loop = done[0][0].get_loop()
+        same = True
+        for item in done:
+            if item[0].get_loop() is not first_loop:
+                same = False
+                break
+        if same:
+            _call_soon(first_loop, done)
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
+        for item in done:
+            by_loop.setdefault(item[0].get_loop(), []).append(item)
+        for loop, items in by_loop.items():
+            _call_soon(loop, items)
+
+    def _on_error(self, err: KafkaError) -> None:
+        # librdkafka's client-level errors (all brokers down...): messages are still retried.
+        log.warning("kafka producer %s: %s", self.label, to_trpc_error(err, "SendMessage").msg)
+
+    def _run(self) -> None:
+        producer = self.producer
+        poll = producer.poll
+        try:
+            while self._closing_deadline is None:
+                poll(POLL_INTERVAL)
+                if self._done:
+                    self._dispatch()
+            self._drain(self._closing_deadline)
+        except Exception:  # pragma: no cover - a bug; keep the thread's death visible
+            log.exception("kafka producer %s: delivery thread failed", self.label)
+        finally:
+            self.finished.set()
+
+    def _drain(self, deadline: float) -> None:
+        producer = self.producer
+        while len(producer) > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            producer.poll(min(POLL_INTERVAL, left))
+            if self._done:
+                self._dispatch()
+        # Purge what could not be delivered (twice: a straggling produce() that passed the
+        # closed check just before the flag was set lands here as well).
+        for _ in range(2):
+            if len(producer) == 0:
+                break
+            log.warning(
+                "kafka producer %s: %d message(s) not delivered at close; reporting them as "
+                "failed (purged)",
+                self.label,
+                len(producer),
+            )
+            producer.purge(True, True, True)
+            end = time.monotonic() + _PURGE_GRACE
+            while len(producer) > 0 and time.monotonic() < end:
+                producer.poll(0.05)
+                if self._done:
+                    self._dispatch()
+            time.sleep(0.01)
+        if self._done:
+            self._dispatch()
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def begin_close(self, timeout: float) -> None:
+        """Stop accepting sends; the delivery thread drains for ``timeout`` s, then purges."""
+        self.closed = True
+        if self._closing_deadline is None:
+            self._closing_deadline = time.monotonic() + max(0.0, timeout)
+
+    def wait_closed(self, timeout: float | None) -> bool:
+        return self.finished.wait(timeout)
+
+    async def wait_closed_async(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not self.finished.is_set():
+            if time.monotonic() >= end:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    def queued(self) -> int:
+        """Messages not yet reported (queued, in flight, or reports not yet served)."""
+        return len(self.producer)
+
+    # -- partition counts (roundrobin and hash) ----------------------------------------------
+
+    def partitions_cached(self, topic: str) -> int | None:
+        """The cached partition count of ``topic`` (starting a refresh when stale), or None."""
+        cached = self._partitions.get(topic)
+        if cached is None:
+            return None
+        count, stamp = cached
+        if self._refresh_s and time.monotonic() - stamp > self._refresh_s:
+            self.lookup(topic)  # refresh in the background; keep using the old count meanwhile
+        return count
+
+    def lookup(self, topic: str) -> concurrent.futures.Future[int]:
+        """A shared look-up of the partition count of ``topic``, started if none runs."""
+        with self._lock:
+            running = self._lookups.get(topic)
+            if running is not None:
+                return running.future
+            job = _PartitionLookup(topic)
+            self._lookups[topic] = job
+        threading.Thread(
+            target=self._lookup, args=(job,), name=f"trpc-kafka-metadata[{topic}]", daemon=True
+        ).start()
+        return job.future
+
+    def _lookup(self, job: _PartitionLookup) -> None:
+        cfg = self.cfg
+        topic = job.topic
+        per_try = max(1.0, max(cfg.net_read_timeout_ms, cfg.net_dial_timeout_ms) / 1000)
+        error: KafkaError | None = None
+        count = 0
+        for attempt in range(cfg.metadata_retry_max + 1):
+            if attempt:
+                time.sleep(cfg.metadata_retry_backoff_ms / 1000)
+            if self.closed:
+                error = KafkaError(KafkaError._DESTROY, "producer closed")
+                break
+            try:
+                md = self.producer.list_topics(topic, timeout=per_try)
+            except KafkaException as exc:
+                error = kafka_error_of(exc)
+                continue
+            meta = md.topics.get(topic)
+            if meta is None:
+                error = KafkaError(KafkaError._UNKNOWN_TOPIC, f"no metadata for topic {topic}")
+                continue
+            if meta.error is not None and not meta.partitions:
+                error = meta.error
+                continue
+            if meta.partitions:
+                count = len(meta.partitions)
+                break
+            error = KafkaError(KafkaError._UNKNOWN_TOPIC, f"topic {topic} has no partitions")
+        with self._lock:
+            del self._lookups[topic]
+            if count:
+                self._partitions[topic] = (count, time.monotonic())
+        if count:
+            job.future.set_result(count)
+        else:
+            stale = self._partitions.get(topic)
+            if stale is not None:  # a failed refresh keeps the old count
+                job.future.set_result(stale[0])
+            else:
+                job.future.set_exception(KafkaException(error))
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, done: list[_Done]) -> None:
+    try:
+        loop.call_soon_threadsafe(_complete, done)
+    except RuntimeError:  # the loop is closed: nobody awaits these any more
+        log.debug("kafka producer: %d delivery report(s) for a closed event loop", len(done))
+
+
+# -- the pool -----------------------------------------------------------------------------
+
+
+class _Slot:
+    """The pool's place for one address: its live entry, or the creation under way."""
+
+    __slots__ = ("creating", "entry", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # this address only; never held while blocking
+        self.entry: ProducerEntry | None = None
+        self.creating: concurrent.futures.Future[ProducerEntry] | None = None
+
+
+_slots: dict[tuple[Any, ...], _Slot] = {}
+_pool_lock = threading.Lock()  # held for dictionary access only
+
+
+def pool_key(cfg: KafkaConfig) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The pool key of ``cfg`` and its librdkafka settings.
+
+    With ``discover`` the settings' ``bootstrap.servers`` is still the service name: discovery
+    may block, so it runs when the producer is built (off the event loop), not here.
+    """
+    undiscovered = cfg
+    if cfg.discover:
+        undiscovered = cfg.copy()
+        undiscovered.discover = ""
+    settings = producer_settings(undiscovered)
+    key = (
+        tuple(sorted((k, repr(v)) for k, v in settings.items())),
+        cfg.metadata_retry_max,
+        cfg.metadata_retry_backoff_ms,
+        cfg.metadata_refresh_frequency_s,
+        cfg.discover,
+        cfg.namespace,
+    )
+    return key, settings
+
+
+def _create(
+    slot: _Slot,
+    job: concurrent.futures.Future[ProducerEntry],
+    key: tuple[Any, ...],
+    cfg: KafkaConfig,
+    settings: dict[str, Any],
+) -> None:
+    """Build the entry of one address and publish it to everyone waiting for it."""
+    try:
+        if cfg.discover:
+            try:
+                brokers = resolve_brokers(cfg)
+            except Exception as exc:
+                raise framework_error(
+                    RET_CLIENT_ROUTE_ERR,
+                    f"kafka client transport SendMessage: service discovery {cfg.discover!r} "
+                    f"failed for {cfg.brokers[0] if cfg.brokers else ''!r} in namespace "
+                    f"{cfg.namespace!r}: {exc}",
+                ) from exc
+            settings = {**settings, "bootstrap.servers": ",".join(brokers)}
+        try:
+            entry = ProducerEntry(key, cfg, settings)
+        except KafkaException as exc:
+            err = kafka_error_of(exc)
+            if err is None:
+                raise
+            raise to_trpc_error(err, "SendMessage") from exc
+    except BaseException as exc:
+        with slot.lock:  # a failed creation is not cached: the next call tries again
+            slot.creating = None
+        job.set_exception(exc)
+        return
+    with slot.lock:
+        slot.entry = entry
+        slot.creating = None
+    job.set_result(entry)
+
+
+def _find_or_create(
+    cfg: KafkaConfig, *, inline: bool
+) -> tuple[_Slot, ProducerEntry | concurrent.futures.Future[ProducerEntry]]:
+    """The live entry of ``cfg`` (one more user counted), or the shared creation to wait for.
+
+    ``inline``: build it on the calling thread (a blocking caller); otherwise on a thread of its
+    own, so an event loop never waits for it and a slow address never delays another.
+    """
+    key, settings = pool_key(cfg)
+    with _pool_lock:
+        slot = _slots.get(key)
+        if slot is None:
+            slot = _slots[key] = _Slot()
+    with slot.lock:
+        entry = slot.entry
+        if entry is not None and not entry.closed:
+            entry.refs += 1
+            return slot, entry
+        job = slot.creating
+        start = job is None
+        if job is None:
+            job = slot.creating = concurrent.futures.Future()
+            job.set_running_or_notify_cancel()  # a waiter giving up cannot cancel it for others
+    if start:
+        if inline and not cfg.discover:  # discovery may block: bounded by the caller's deadline
+            _create(slot, job, key, cfg, settings)
+        else:
+            threading.Thread(
+                target=_create,
+                args=(slot, job, key, cfg, settings),
+                name="trpc-kafka-producer-create",
+                daemon=True,
+            ).start()
+    return slot, job
+
+
+def _claim(slot: _Slot, entry: ProducerEntry) -> bool:
+    with slot.lock:
+        if entry.closed:
+            return False
+        entry.refs += 1
+        return True
+
+
+def acquire(cfg: KafkaConfig, deadline: float | None = None) -> ProducerEntry:
+    """The live producer for ``cfg``, created if needed; counts one more user. Blocking."""
+    while True:
+        slot, found = _find_or_create(cfg, inline=True)
+        if isinstance(found, ProducerEntry):
+            return found
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            entry = found.result(left)
+        except concurrent.futures.TimeoutError:
+            raise _creation_timeout() from None
+        if _claim(slot, entry):
+            return entry
+
+
+async def acquire_async(cfg: KafkaConfig, deadline: float | None = None) -> ProducerEntry:
+    """:func:`acquire` for the event loop: waits for a creation without blocking the loop."""
+    while True:
+        slot, found = _find_or_create(cfg, inline=False)
+        if isinstance(found, ProducerEntry):
+            return found
+        if found.done():
+            entry = found.result()
+        else:
+            waiter = asyncio.wrap_future(found)
+            try:
+                if deadline is None:
+                    entry = await waiter
+                else:
+                    left = max(0.0, deadline - time.monotonic())
+                    entry = await asyncio.wait_for(waiter, left)
+            except asyncio.TimeoutError:
+                raise _creation_timeout() from None
+        if _claim(slot, entry):
+            return entry
+
+
+def _creation_timeout() -> TrpcError:
+    return framework_error(
+        RET_CLIENT_TIMEOUT_ERR,
+        "kafka client transport SendMessage: timeout waiting for the producer of this address "
+        "to be created",
+    )
+
+
+def release(entry: ProducerEntry, timeout: float) -> bool:
+    """One user less. Returns True when that was the last one and the entry began closing."""
+    with _pool_lock:
+        slot = _slots.get(entry.key)
+    if slot is None:
+        return False
+    with slot.lock:
+        entry.refs -= 1
+        if entry.refs > 0 or entry.closed:
+            return False
+        entry.begin_close(timeout)
+        if slot.entry is entry:
+            slot.entry = None
+        return True
+
+
+def live_entries() -> list[ProducerEntry]:
+    with _pool_lock:
+        slots = list(_slots.values())
+    return [s.entry for s in slots if s.entry is not None and not s.entry.closed]
+
+
+def _begin_close_all(timeout: float) -> list[ProducerEntry]:
+    with _pool_lock:
+        slots = list(_slots.values())
+    entries: list[ProducerEntry] = []
+    for slot in slots:
+        with slot.lock:
+            entry = slot.entry
+            slot.entry = None
+        if entry is not None and not entry.closed:
+            entry.begin_close(timeout)
+            entries.append(entry)
+    return entries
+
+
+async def close_all_producers(timeout: float = 10.0) -> None:
+    """Flush every pooled producer within ``timeout`` seconds, then close it.
+
+    Messages still queued at the bound are purged and reported to their error callback (async
+    sends) or caller (acked sends, code 141). Proxies stay usable: a later call opens a new
+    producer. The server's shutdown calls this.
+    """
+    from trpc_kafka._producer import syncloop
+
+    entries = _begin_close_all(timeout)
+    end = time.monotonic() + timeout + _PURGE_GRACE
+    for entry in entries:
+        if not await entry.wait_closed_async(max(0.0, end - time.monotonic())):
+            log.warning("kafka producer %s: delivery thread did not finish in time", entry.label)
+    syncloop.stop()
+
+
+def close_all_producers_sync(timeout: float = 10.0) -> None:
+    """Blocking twin of :func:`close_all_producers`, for code without an event loop."""
+    from trpc_kafka._producer import syncloop
+
+    entries = _begin_close_all(timeout)
+    end = time.monotonic() + timeout + _PURGE_GRACE
+    for entry in entries:
+        if not entry.wait_closed(max(0.0, end - time.monotonic())):
+            log.warning("kafka producer %s: delivery thread did not finish in time", entry.label)
+    syncloop.stop()
+
+
+def _at_exit() -> None:
+    if live_entries():
+        with contextlib.suppress(Exception):
+            close_all_producers_sync(ATEXIT_FLUSH_TIMEOUT)
+
+
+atexit.register(_at_exit)
+
+
+__all__ = [
+    "ATEXIT_FLUSH_TIMEOUT",
+    "ProducerEntry",
+    "acquire",
+    "acquire_async",
+    "close_all_producers",
+    "close_all_producers_sync",
+    "delivery_error",
+    "live_entries",
+    "release",
+    "set_producer_factory",
+]

@@ -1,0 +1,431 @@
+"""The producer pool: sharing, creation that never waits on another address, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from tests.producer._util import closed_port, consume
+from tests.producer.test_proxy import Reports
+from trpc_kafka._config import address as address_mod
+from trpc_kafka._config.address import register_discovery
+from trpc_kafka._producer import (
+    close_all_producers,
+    close_all_producers_sync,
+    new_client_proxy,
+)
+from trpc_kafka._producer import pool as pool_mod
+from trpc_kafka._runtime.errors import TrpcError
+
+NewTopic = Callable[..., str]
+
+
+class CountingFactory:
+    """Builds real producers, counts them, and can be slow or fail for chosen addresses."""
+
+    def __init__(
+        self, slow: dict[str, float] | None = None, fail_first: set[str] | None = None
+    ) -> None:
+        self.built: list[str] = []
+        self.slow = slow or {}
+        self.fail_first = set(fail_first or ())
+        self.lock = threading.Lock()
+        pool_mod.set_producer_factory(self)
+
+    def __call__(self, settings: dict[str, Any]) -> Producer:
+        servers = str(settings["bootstrap.servers"])
+        time.sleep(self.slow.get(servers, 0.0))
+        with self.lock:
+            if servers in self.fail_first:
+                self.fail_first.discard(servers)
+                raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "simulated failure"))
+            self.built.append(servers)
+        return Producer(settings)
+
+
+@pytest.fixture
+def discoveries() -> Iterator[None]:
+    saved = dict(address_mod._discoveries)
+    yield
+    address_mod._discoveries.clear()
+    address_mod._discoveries.update(saved)
+
+
+# -- sharing ------------------------------------------------------------------------------
+
+
+async def test_one_producer_per_address_shared_by_proxies(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic()
+    factory = CountingFactory()
+    a = new_client_proxy("a", target=f"kafka://{kafka_bootstrap}?topic={topic}")
+    b = new_client_proxy("b", target=f"kafka://{kafka_bootstrap}")  # same settings
+    c = new_client_proxy("c", target=f"kafka://{kafka_bootstrap}?compression=none")
+    await a.produce(None, b"a")
+    await b.send_message(topic, None, b"b")
+    await c.send_message(topic, None, b"c")
+    assert a._entry is b._entry
+    assert a._entry is not c._entry
+    assert len(factory.built) == 2
+    assert a._entry is not None and a._entry.refs == 2
+
+
+async def test_concurrent_first_calls_share_one_creation(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic()
+    factory = CountingFactory(slow={kafka_bootstrap: 0.3})
+    proxies = [new_client_proxy(f"p{i}", target=f"kafka://{kafka_bootstrap}") for i in range(20)]
+    results = await asyncio.gather(*(p.send_message(topic, None, b"v") for p in proxies))
+    assert len(results) == 20
+    assert factory.built == [kafka_bootstrap]
+
+    # Blocking callers on many threads, a fresh address spelling with the same settings.
+    pool_mod.close_all_producers_sync(1.0)
+    sync_proxies = [
+        new_client_proxy(f"s{i}", target=f"{kafka_bootstrap}?compression=gzip") for i in range(8)
+    ]
+    threads = [
+        threading.Thread(target=p.send_message_sync, args=(topic, None, b"s")) for p in sync_proxies
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert factory.built == [kafka_bootstrap, kafka_bootstrap]
+
+
+async def test_a_failed_creation_is_not_cached(kafka_bootstrap: str, new_topic: NewTopic) -> None:
+    topic = new_topic()
+    CountingFactory(fail_first={kafka_bootstrap})
+    proxy = new_client_proxy("p", target=f"kafka://{kafka_bootstrap}")
+    with pytest.raises(TrpcError) as info:
+        await proxy.send_message(topic, None, b"v")
+    assert info.value.code == 141
+    assert "simulated failure" in info.value.msg
+    assert await proxy.send_message(topic, None, b"v") == (0, 0)
+
+
+async def test_a_slow_address_does_not_delay_another(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    """The seed's v0.2.18 story: a producer that takes long to connect must not make the
+    healthy producers' calls time out.
+
+    The bad target points at a port where nothing listens; its producer is slow to build (as
+    a connecting Sarama producer was) and, with partitioner=hash, every call needs a metadata
+    look-up that cannot succeed. Good sends meanwhile keep their latency.
+    """
+    topic = new_topic(partitions=3)
+    bad_servers = f"127.0.0.1:{closed_port()}"
+    CountingFactory(slow={bad_servers: 1.5})
+    good = new_client_proxy("good", target=f"kafka://{kafka_bootstrap}?compression=none")
+    await good.send_message(topic, None, b"warm")
+
+    async def good_latencies(seconds: float) -> list[float]:
+        out: list[float] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            start = time.monotonic()
+            await good.send_message(topic, None, b"v")
+            out.append(time.monotonic() - start)
+        return out
+
+    baseline = await good_latencies(1.0)
+    bad_proxies = [
+        new_client_proxy(f"bad{i}", target=f"kafka://{bad_servers}?partitioner=hash", timeout=1.0)
+        for i in range(5)
+    ]
+
+    async def bad_call(proxy: Any, i: int) -> tuple[int, float]:
+        start = time.monotonic()
+        try:
+            await proxy.send_message(topic, str(i), b"v")
+        except TrpcError as exc:
+            return exc.code, time.monotonic() - start
+        return 0, time.monotonic() - start
+
+    bad_task = asyncio.gather(*(bad_call(p, i) for i, p in enumerate(bad_proxies * 10)))
+    during = await good_latencies(2.5)
+    bad_results = await bad_task
+    # A second wave, once the bad producer exists: its metadata look-ups are pending.
+    second = asyncio.gather(*(bad_call(p, i) for i, p in enumerate(bad_proxies)))
+    during += await good_latencies(1.2)
+    bad_results += await second
+
+    assert all(code == 101 for code, _ in bad_results), bad_results
+    assert max(took for _, took in bad_results) < 1.6
+    p99_base = statistics.quantiles(baseline, n=100)[98]
+    p99_during = statistics.quantiles(during, n=100)[98]
+    assert p99_during < max(3 * p99_base, p99_base + 0.05), (p99_base, p99_during)
+    assert len(during) > 50
+
+
+# -- service discovery ---------------------------------------------------------------------
+
+
+async def test_discovery_runs_off_the_loop(
+    kafka_bootstrap: str, new_topic: NewTopic, discoveries: None
+) -> None:
+    topic = new_topic()
+    calls: list[tuple[str, str]] = []
+
+    def resolve(service: str, namespace: str) -> list[str]:
+        calls.append((service, namespace))
+        time.sleep(0.5)
+        return [kafka_bootstrap]
+
+    register_discovery("test-registry", resolve)
+    proxy = new_client_proxy(
+        "p", target="kafka://kafka.brokers?discover=test-registry&namespace=Production"
+    )
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.02)
+            ticks += 1
+
+    tick_task = asyncio.create_task(ticker())
+    assert await proxy.send_message(topic, None, b"v") == (0, 0)
+    tick_task.cancel()
+    assert calls == [("kafka.brokers", "Production")]
+    assert ticks >= 15  # the loop kept running while discovery slept
+
+
+async def test_discovery_failure_is_131(discoveries: None) -> None:
+    def resolve(service: str, namespace: str) -> list[str]:
+        raise LookupError("registry down")
+
+    register_discovery("broken", resolve)
+    proxy = new_client_proxy("p", target="kafka://svc?discover=broken&namespace=ns")
+    with pytest.raises(TrpcError) as info:
+        await proxy.send_message("t", None, b"v")
+    assert info.value.code == 131
+    assert "registry down" in info.value.msg
+
+
+# -- queue full -----------------------------------------------------------------------------
+
+
+async def test_full_queue_waits_for_room(kafka_bootstrap: str, new_topic: NewTopic) -> None:
+    topic = new_topic(partitions=2)
+    reports = Reports()
+    proxy = new_client_proxy(
+        "p", target=f"kafka://{kafka_bootstrap}?rdkafka.queue.buffering.max.messages=10"
+    )
+    for i in range(300):
+        await proxy.async_send_message(topic, None, str(i))
+    results = await asyncio.gather(*(proxy.send_message(topic, None, b"acked") for _ in range(50)))
+    assert len(results) == 50
+    for _ in range(50):
+        proxy.async_send_message_sync(topic, None, b"sync")
+    reports.wait(350)
+    assert reports.failed == []
+    assert len(consume(kafka_bootstrap, topic, 400)) == 400
+
+
+async def test_full_queue_is_bounded_by_the_timeout() -> None:
+    reports = Reports()
+    proxy = new_client_proxy(
+        "p",
+        target=f"kafka://127.0.0.1:{closed_port()}?rdkafka.queue.buffering.max.messages=5",
+        timeout=0.3,
+    )
+    for i in range(5):
+        await proxy.async_send_message("t", None, str(i))
+    start = time.monotonic()
+    with pytest.raises(TrpcError) as info:
+        await proxy.async_send_message("t", None, b"6")
+    assert info.value.code == 101
+    assert "room" in info.value.msg
+    assert 0.25 < time.monotonic() - start < 1.0
+    with pytest.raises(TrpcError) as info:
+        proxy.async_send_message_sync("t", None, b"7")
+    assert info.value.code == 101
+    await proxy.close(0.2)
+    assert len(reports.failed) == 5  # purged at close, each reported once
+
+
+# -- closing --------------------------------------------------------------------------------
+
+
+async def test_close_flushes_queued_async_sends(kafka_bootstrap: str, new_topic: NewTopic) -> None:
+    topic = new_topic(partitions=3)
+    reports = Reports()
+    proxy = new_client_proxy("p", target=f"kafka://{kafka_bootstrap}?flushFrequency=200")
+    for i in range(500):
+        await proxy.async_send_message(topic, None, str(i))
+    entry = proxy._entry
+    assert entry is not None
+    await proxy.close()
+    assert len(reports.ok) == 500  # all reported by the time close returns
+    assert entry.finished.is_set()  # last proxy: the producer and its thread are gone
+
+
+async def test_close_reports_what_could_not_be_delivered() -> None:
+    reports = Reports()
+    proxy = new_client_proxy("p", target=f"kafka://127.0.0.1:{closed_port()}")
+    for i in range(20):
+        await proxy.async_send_message("t", str(i), b"v")
+    acked = asyncio.create_task(proxy.send_message("t", b"acked", b"v"))
+    await asyncio.sleep(0.05)
+    start = time.monotonic()
+    await proxy.close(timeout=0.5)
+    assert time.monotonic() - start < 0.5 + pool_mod._PURGE_GRACE
+    assert reports.ok == []
+    assert sorted(int(f[2] or b"0") for f in reports.failed) == list(range(20))
+    assert all(isinstance(f[0], TrpcError) and f[0].code == 141 for f in reports.failed)
+    assert "Purged" in str(reports.failed[0][0])
+    with pytest.raises(TrpcError) as info:
+        await acked
+    assert info.value.code == 141
+
+
+async def test_closing_one_of_two_proxies_keeps_the_producer(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic()
+    a = new_client_proxy("a", target=f"kafka://{kafka_bootstrap}")
+    b = new_client_proxy("b", target=f"kafka://{kafka_bootstrap}")
+    await a.send_message(topic, None, b"a")
+    await b.send_message(topic, None, b"b")
+    entry = a._entry
+    assert entry is not None
+    await a.close()
+    assert not entry.closed
+    assert await b.send_message(topic, None, b"b2") == (0, 2)
+    b.close_sync()
+    assert entry.closed and entry.finished.wait(2)
+
+
+async def test_close_all_producers_flushes_and_proxies_stay_usable(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic()
+    reports = Reports()
+    a = new_client_proxy("a", target=f"kafka://{kafka_bootstrap}?flushFrequency=100")
+    b = new_client_proxy("b", target=f"kafka://{kafka_bootstrap}?compression=lz4")
+    for _ in range(100):
+        await a.async_send_message(topic, None, b"a")
+        await b.async_send_message(topic, None, b"b")
+    entries = pool_mod.live_entries()
+    assert len(entries) == 2
+    await close_all_producers(5.0)
+    assert len(reports.ok) == 200
+    assert all(e.closed and e.finished.is_set() for e in entries)
+    assert pool_mod.live_entries() == []
+    # A later call opens a new producer.
+    await a.send_message(topic, None, b"again")
+    assert a._entry is not None and a._entry not in entries
+    a.async_send_message_sync(topic, None, b"sync")
+    close_all_producers_sync(5.0)
+    assert len(reports.ok) == 201
+
+
+def test_blocking_twins_from_many_threads(kafka_bootstrap: str, new_topic: NewTopic) -> None:
+    topic = new_topic(partitions=1)
+    proxy = new_client_proxy("p", target=f"kafka://{kafka_bootstrap}")
+    results: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(25):
+            r = proxy.send_message_sync(topic, None, b"v")
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(offset for _, offset in results) == list(range(200))
+    proxy.close_sync()
+
+
+def test_one_proxy_used_from_two_event_loops(kafka_bootstrap: str, new_topic: NewTopic) -> None:
+    topic = new_topic(partitions=1)
+    proxy = new_client_proxy("p", target=f"kafka://{kafka_bootstrap}")
+    results: list[list[tuple[int, int]]] = []
+
+    def run_loop() -> None:
+        async def main() -> list[tuple[int, int]]:
+            return list(
+                await asyncio.gather(*(proxy.send_message(topic, None, b"v") for _ in range(100)))
+            )
+
+        results.append(asyncio.run(main()))
+
+    threads = [threading.Thread(target=run_loop) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    offsets = sorted(o for batch in results for _, o in batch)
+    assert offsets == list(range(300))
+
+
+# -- interpreter exit -----------------------------------------------------------------------
+
+_SCRIPT = """
+import atexit, asyncio, sys
+
+failed = []
+# Registered before trpc_kafka is imported: atexit runs it after the library's flush hook.
+atexit.register(lambda: print(f"failed={len(failed)}", flush=True))
+
+import trpc_kafka
+from trpc_kafka._producer import new_client_proxy
+
+trpc_kafka.async_producer_error_callback = lambda err, *a: failed.append(err)
+
+async def main() -> None:
+    proxy = new_client_proxy("script", target=sys.argv[1])
+    for i in range(int(sys.argv[3])):
+        await proxy.async_send_message(sys.argv[2], None, str(i))
+
+asyncio.run(main())
+"""
+
+
+def _run_script(target: str, topic: str, count: int) -> tuple[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    start = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SCRIPT), target, topic, str(count)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
+    )
+    return out.stdout, time.monotonic() - start
+
+
+def test_script_exit_flushes_async_sends(kafka_bootstrap: str, new_topic: NewTopic) -> None:
+    topic = new_topic(partitions=2)
+    stdout, _ = _run_script(f"kafka://{kafka_bootstrap}?flushFrequency=300", topic, 200)
+    assert "failed=0" in stdout
+    assert len(consume(kafka_bootstrap, topic, 200)) == 200
+
+
+def test_script_exit_is_bounded_and_reports_the_undelivered() -> None:
+    stdout, took = _run_script(f"kafka://127.0.0.1:{closed_port()}", "t", 30)
+    # The exit hook waits ATEXIT_FLUSH_TIMEOUT, then purges and reports each message.
+    assert "failed=30" in stdout
+    assert took < pool_mod.ATEXIT_FLUSH_TIMEOUT + pool_mod._PURGE_GRACE + 5
