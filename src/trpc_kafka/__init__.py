@@ -13,6 +13,21 @@ from trpc_kafka._config.address import (
 )
 from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._config.file import FileConfig, load_config, load_global_config
+from trpc_kafka._producer import (
+    NO_OFFSET,
+    CanceledError,
+    ClientProxy,
+    ErrorCallback,
+    Headers,
+    Payload,
+    ProducerMessage,
+    SuccessCallback,
+    async_producer_error_callback,
+    async_producer_success_callback,
+    close_all_producers,
+    close_all_producers_sync,
+    new_client_proxy,
+)
 from trpc_kafka._runtime import errors
 from trpc_kafka._runtime.context import Context, current_context, get_context, use_context
 from trpc_kafka._runtime.errors import ErrorType, TrpcError
@@ -28,25 +43,38 @@ from trpc_kafka._runtime.server import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "NO_OFFSET",
+    "CanceledError",
+    "ClientProxy",
     "ConfigError",
     "Context",
+    "ErrorCallback",
     "ErrorType",
     "FileConfig",
     "Filter",
     "Handler",
+    "Headers",
     "KafkaConfig",
+    "Payload",
+    "ProducerMessage",
     "Server",
     "Service",
     "ServiceTransport",
+    "SuccessCallback",
     "TrpcError",
     "__version__",
+    "async_producer_error_callback",
+    "async_producer_success_callback",
     "chain",
+    "close_all_producers",
+    "close_all_producers_sync",
     "current_context",
     "errors",
     "get_context",
     "get_default_config",
     "load_config",
     "load_global_config",
+    "new_client_proxy",
     "new_server",
     "parse_address",
     "register_addr_config",

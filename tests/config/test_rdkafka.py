@@ -27,8 +27,9 @@ def test_producer_defaults_follow_the_reference() -> None:
     assert s["topic.metadata.refresh.interval.ms"] == 120_000
     assert s["topic.metadata.refresh.sparse"] is True
     assert s["allow.auto.create.topics"] is True
-    # Batching keys left at 0 leave librdkafka's own defaults alone.
-    assert "linger.ms" not in s and "batch.size" not in s and "batch.num.messages" not in s
+    # Sarama sends at once by default: no linger. Batch sizes keep librdkafka's defaults.
+    assert s["linger.ms"] == 0
+    assert "batch.size" not in s and "batch.num.messages" not in s
 
 
 def test_producer_keys_map() -> None:

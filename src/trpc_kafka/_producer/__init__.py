@@ -14,6 +14,10 @@ from trpc_kafka._producer.proxy import (
     ClientProxy,
     new_client_proxy,
 )
+from trpc_kafka._runtime.server import register_global_shutdown_hook
+
+# A server's shutdown flushes every pooled producer (queued async sends included).
+register_global_shutdown_hook(close_all_producers)
 
 __all__ = [
     "NO_OFFSET",
