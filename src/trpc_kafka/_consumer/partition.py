@@ -1,0 +1,619 @@
+"""One asyncio worker per assigned partition: order within it, concurrency across partitions.
+
+The poll thread hands each worker chunks of records (lists, in offset order). The worker calls
+the handler for each message (or each batch), retries failures, and records the offset of the
+last message handled in its :class:`PartitionState` as a plain int; the poll thread stores
+those offsets for librdkafka's auto-commit. Nothing here calls librdkafka.
+
+Stopping (revocation, shutdown): ``request_stop()`` cancels a worker at once when it waits
+(for messages, a retry interval, the rate limiter or a dead-letter send); a worker inside a
+handler call finishes that call (the caller bounds it with a grace period, then cancels) and
+exits without taking the next message. A failed call never retries once stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from trpc_kafka._consumer.limiter import TokenBucket
+from trpc_kafka._consumer.message import ContinueWithoutCommit, WireMessage
+from trpc_kafka._consumer.raw import RAW_KEY, Claim
+from trpc_kafka._runtime import errors as codes
+from trpc_kafka._runtime.context import Context, reset_current_context, set_current_context
+from trpc_kafka._runtime.errors import framework_error
+
+logger = logging.getLogger("trpc_kafka.consumer")
+
+RPC_NAME: Final = "/trpc.kafka.consumer.service/handle"
+
+# Outcomes of a message (or batch) whose first handling failed.
+MARK: Final = 1  # handled (or given up on): its offset may be committed
+SKIP: Final = 2  # ContinueWithoutCommit: not marked, go on
+STOP: Final = 3  # the worker is stopping: not marked, do not go on
+
+Chunk = tuple[list[Any], int]
+"""Records of one partition in offset order, and their value bytes."""
+
+
+class ConsumerContext(Context):
+    """The Context of one handled message, built with the fewest steps (hot path)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        callee_service: str,
+        callee_method: str,
+        values: dict[object, Any],
+        metadata: dict[str, bytes],
+        deadline: float | None,
+    ) -> None:
+        self.caller_service = ""
+        self.callee_service = callee_service
+        self.rpc_name = RPC_NAME
+        self.callee_method = callee_method
+        self.metadata = metadata
+        self.deadline = deadline
+        self.values = values
+
+
+class PartitionState:
+    """Counters one partition shares between the poll thread and its worker.
+
+    Each field has one writer: ``delivered*``/``stored``/``paused``/``high_watermark``/
+    ``seen_handled``/``progress_at`` the poll thread,
+    ``taken*``/``handled`` the worker. Plain int reads and writes are atomic under the GIL.
+    """
+
+    __slots__ = (
+        "claim",
+        "delivered",
+        "delivered_bytes",
+        "handled",
+        "high_watermark",
+        "key",
+        "partition",
+        "paused",
+        "progress_at",
+        "seen_handled",
+        "stored",
+        "taken",
+        "taken_bytes",
+        "topic",
+    )
+
+    def __init__(self, topic: str, partition: int, claim: Claim) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.key = (topic, partition)
+        self.claim = claim
+        self.delivered = 0
+        self.delivered_bytes = 0
+        self.taken = 0
+        self.taken_bytes = 0
+        self.handled = -1  # offset of the last message handled, -1: none yet
+        self.stored = -1  # offset (of the last handled message) last stored in librdkafka
+        self.paused = False
+        self.seen_handled = -1  # poll thread: ``handled`` at its last look, and when it changed
+        self.progress_at = 0.0
+        self.high_watermark: int | None = None  # librdkafka's cached value, refreshed by poll
+
+    @property
+    def backlog(self) -> tuple[int, int]:
+        """Messages and bytes delivered to the worker that it has not started on."""
+        return self.delivered - self.taken, self.delivered_bytes - self.taken_bytes
+
+
+class HandlerSpec:
+    """Everything the workers of one service share, fixed when the service starts."""
+
+    __slots__ = (
+        "batch",
+        "batch_flush",
+        "call",
+        "dead_letter",
+        "fail",
+        "is_async",
+        "limiter",
+        "max_retry",
+        "retry_interval",
+        "service_name",
+        "timeout",
+        "trpc_meta",
+    )
+
+    def __init__(
+        self,
+        *,
+        service_name: str,
+        call: Callable[[Context, Any], Awaitable[Any]],
+        is_async: bool,
+        batch: int,
+        batch_flush: float,
+        timeout: float | None,
+        limiter: TokenBucket | None,
+        trpc_meta: bool,
+        max_retry: int,
+        retry_interval: float,
+        dead_letter: DeadLetterSink | None,
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        self.service_name = service_name
+        self.call = call
+        self.is_async = is_async
+        self.batch = batch
+        self.batch_flush = batch_flush
+        self.timeout = timeout
+        self.limiter = limiter
+        self.trpc_meta = trpc_meta
+        self.max_retry = max_retry
+        self.retry_interval = retry_interval
+        self.dead_letter = dead_letter
+        self.fail = fail
+
+
+class DeadLetterSink:
+    """Interface of the dead-letter sender (see ``dead_letter.py``)."""
+
+    topic: str
+
+    async def send(self, msgs: list[WireMessage], error: BaseException, attempts: int) -> None:
+        raise NotImplementedError
+
+
+# The worker whose task is running: lets the plain-def handler wrapper record a thread that
+# outlived its (timed out or cancelled) call, so the next attempt waits for it.
+current_worker: contextvars.ContextVar[PartitionWorker | None] = contextvars.ContextVar(
+    "trpc_kafka_partition_worker", default=None
+)
+
+
+def _timeout_error(seconds: float) -> Exception:
+    return framework_error(
+        codes.RET_SERVER_TIMEOUT_ERR,
+        f"kafka server transport: handling exceeded its deadline ({seconds:g}s)",
+    )
+
+
+def bounded_by_deadline(
+    call: Callable[[Context, Any], Awaitable[Any]],
+) -> Callable[[Context, Any], Awaitable[Any]]:
+    """The innermost handler, cancelled at ``ctx.deadline``: the service ``timeout`` bounds one
+    handling. Filters sit outside, so they see the timeout as a TrpcError with code 21
+    (RET_SERVER_TIMEOUT_ERR), and a filter that shortens the deadline is obeyed."""
+
+    async def bounded(ctx: Context, req: Any) -> Any:
+        deadline = ctx.deadline
+        if deadline is None:
+            return await call(ctx, req)
+        seconds = deadline - time.monotonic()
+        if sys.version_info >= (3, 11):
+            cm = asyncio.timeout(max(seconds, 0.0))
+            try:
+                async with cm:
+                    return await call(ctx, req)
+            except TimeoutError:
+                if cm.expired():
+                    raise _timeout_error(round(seconds, 3)) from None
+                raise
+        else:  # pragma: no cover - Python 3.10
+            try:
+                return await asyncio.wait_for(call(ctx, req), max(seconds, 0.0))
+            except asyncio.TimeoutError:
+                raise _timeout_error(round(seconds, 3)) from None
+
+    return bounded
+
+
+def _metadata_of(record: Any) -> dict[str, bytes]:
+    headers = record.headers()
+    if not headers:
+        return {}
+    return {k: (b"" if v is None else v) for k, v in headers}
+
+
+class PartitionWorker:
+    """Handles the messages of one assigned partition, in order."""
+
+    __slots__ = (
+        "_calm",
+        "_cancelled_by_us",
+        "_chunks",
+        "_loop",
+        "_spec",
+        "_waiter",
+        "state",
+        "stopping",
+        "straggler",
+        "task",
+    )
+
+    def __init__(self, spec: HandlerSpec, state: PartitionState) -> None:
+        self._spec = spec
+        self.state = state
+        self._chunks: deque[Chunk] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._calm = False  # waiting for something other than a handler: cancel at once
+        self._cancelled_by_us = False
+        self.stopping = False
+        self.straggler: concurrent.futures.Future[Any] | None = None
+        name = f"kafka {spec.service_name} {state.topic}[{state.partition}]"
+        self.task: asyncio.Task[None] = self._loop.create_task(self._run(), name=name)
+
+    # -- called by the transport (event loop) --------------------------------------------------
+
+    def push(self, chunk: Chunk) -> None:
+        self._chunks.append(chunk)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def request_stop(self) -> None:
+        """Stop after the handler call in progress; at once if not inside one."""
+        self.stopping = True
+        if self._calm and not self.task.done():
+            self.cancel()
+
+    def cancel(self) -> None:
+        self._cancelled_by_us = True
+        self.task.cancel()
+
+    # -- the task ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        current_worker.set(self)
+        try:
+            if self._spec.batch > 0:
+                await self._run_batch()
+            else:
+                await self._run_single()
+        except asyncio.CancelledError:
+            if not self._cancelled_by_us:
+                raise
+        except BaseException as exc:  # a bug here, or KeyboardInterrupt in a handler
+            state = self.state
+            logger.error(
+                "kafka server transport: worker of %s partition %d failed: %r",
+                state.topic,
+                state.partition,
+                exc,
+                exc_info=exc,
+            )
+            self._spec.fail(exc)
+
+    async def _idle(self, timeout: float | None = None) -> None:
+        """Wait until a chunk arrives (or ``timeout`` seconds pass)."""
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        self._calm = True
+        handle = None
+        if timeout is not None:
+            handle = self._loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self._calm = False
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+
+    async def _calm_wait(self, aw: Awaitable[Any]) -> Any:
+        """Await something that a stop request may cancel at once (sleep, limiter...)."""
+        self._calm = True
+        try:
+            return await aw
+        finally:
+            self._calm = False
+
+    async def _run_single(self) -> None:
+        spec = self._spec
+        state = self.state
+        chunks = self._chunks
+        call = spec.call
+        service = spec.service_name
+        topic = state.topic
+        partition = state.partition
+        claim = state.claim
+        fast = spec.timeout is None and spec.limiter is None and not spec.trpc_meta
+        new = object.__new__
+        while not self.stopping:
+            if not chunks:
+                await self._idle()
+                continue
+            chunk, nbytes = chunks.popleft()
+            state.taken += len(chunk)
+            state.taken_bytes += nbytes
+            if claim.initial_offset < 0:
+                claim.initial_offset = chunk[0].offset()
+            for record in chunk:
+                if self.stopping:
+                    return
+                offset = record.offset()
+                # WireMessage(topic, partition, offset, record), without the __init__ frame:
+                # 20% of the per-message cost of this loop (bench/consumer.py profile).
+                msg = new(WireMessage)
+                msg.topic = topic
+                msg.partition = partition
+                msg.offset = offset
+                msg._m = record
+                if fast:
+                    # ConsumerContext(service, topic, {RAW_KEY: claim}, {}, None), inlined.
+                    ctx = new(ConsumerContext)
+                    ctx.caller_service = ""
+                    ctx.callee_service = service
+                    ctx.rpc_name = RPC_NAME
+                    ctx.callee_method = topic
+                    ctx.metadata = {}
+                    ctx.deadline = None
+                    ctx.values = {RAW_KEY: claim}
+                    set_current_context(ctx)
+                    try:
+                        await call(ctx, msg)
+                    except BaseException as exc:
+                        outcome = await self._failed(exc, [msg], 1)
+                        if outcome == STOP:
+                            return
+                        if outcome == MARK:
+                            state.handled = offset
+                    else:
+                        state.handled = offset
+                else:
+                    try:
+                        await self._attempt(msg, record)
+                    except BaseException as exc:
+                        outcome = await self._failed(exc, [msg], 1)
+                        if outcome == STOP:
+                            return
+                        if outcome == MARK:
+                            state.handled = offset
+                    else:
+                        state.handled = offset
+
+    async def _attempt(self, req: Any, first_record: Any, count: int = 1) -> None:
+        """One handling with the optional parts: rate limit, trpcMeta, timeout."""
+        spec = self._spec
+        if spec.limiter is not None:
+            await self._calm_wait(spec.limiter.acquire(count))
+        if self.stopping:
+            raise _Stopping
+        state = self.state
+        metadata = _metadata_of(first_record) if spec.trpc_meta else {}
+        timeout = spec.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ctx = ConsumerContext(
+            spec.service_name, state.topic, {RAW_KEY: state.claim}, metadata, deadline
+        )
+        set_current_context(ctx)
+        await spec.call(ctx, req)
+
+    async def _failed(self, exc: BaseException, msgs: list[WireMessage], count: int) -> int:
+        """Retry a failed handling as configured; MARK, SKIP or STOP."""
+        spec = self._spec
+        state = self.state
+        req: Any = msgs[0] if spec.batch <= 0 else msgs
+        first = msgs[0]
+        where = (
+            f"offset {first.offset}"
+            if len(msgs) == 1
+            else f"offsets {first.offset}-{msgs[-1].offset} ({len(msgs)} messages)"
+        )
+        attempts = 1
+        while True:
+            if isinstance(exc, asyncio.CancelledError) and (self._cancelled_by_us or self.stopping):
+                raise exc
+            if isinstance(exc, _Stopping) or self.stopping:
+                return STOP
+            if isinstance(exc, ContinueWithoutCommit):
+                return SKIP
+            if not isinstance(exc, (Exception, asyncio.CancelledError)):
+                raise exc  # KeyboardInterrupt, SystemExit
+            logger.error(
+                "kafka server transport: handle fail: service %s topic %s partition %d %s "
+                "(attempt %d): %s",
+                spec.service_name,
+                state.topic,
+                state.partition,
+                where,
+                attempts,
+                _describe(exc),
+                exc_info=exc if attempts == 1 else None,
+            )
+            await self._wait_straggler()
+            if spec.max_retry and attempts > spec.max_retry:
+                return MARK if await self._give_up(msgs, exc, attempts, where) else STOP
+            await self._calm_wait(asyncio.sleep(spec.retry_interval))
+            if self.stopping:
+                return STOP
+            try:
+                await self._attempt(req, first._m, count)
+            except BaseException as again:
+                exc = again
+                attempts += 1
+            else:
+                return MARK
+
+    async def _wait_straggler(self) -> None:
+        """A plain-def handler that outlived its call: let it finish before the next attempt."""
+        straggler = self.straggler
+        if straggler is None:
+            return
+        self.straggler = None
+        if not straggler.done():
+            logger.warning(
+                "kafka server transport: %s partition %d: waiting for a plain def handler "
+                "that outlived its call (threads cannot be interrupted)",
+                self.state.topic,
+                self.state.partition,
+            )
+            await asyncio.wrap_future(straggler)
+
+    async def _give_up(
+        self, msgs: list[WireMessage], exc: BaseException, attempts: int, where: str
+    ) -> bool:
+        """Log (and dead-letter) a message whose retries are exhausted; False if stopping
+        before the dead letter was acknowledged (then it is not marked)."""
+        spec = self._spec
+        state = self.state
+        sink = spec.dead_letter
+        if sink is None:
+            logger.error(
+                "kafka server transport: service %s topic %s partition %d %s: giving up after "
+                "%d attempts (maxRetry=%d), marking it consumed",
+                spec.service_name,
+                state.topic,
+                state.partition,
+                where,
+                attempts,
+                spec.max_retry,
+            )
+            return True
+        while True:
+            try:
+                await self._calm_wait(sink.send(msgs, exc, attempts))
+            except Exception as send_exc:
+                logger.error(
+                    "kafka server transport: service %s topic %s partition %d %s: cannot send "
+                    "to dead letter topic %s, retrying in %gs: %s",
+                    spec.service_name,
+                    state.topic,
+                    state.partition,
+                    where,
+                    sink.topic,
+                    spec.retry_interval,
+                    _describe(send_exc),
+                )
+                await self._calm_wait(asyncio.sleep(spec.retry_interval))
+                if self.stopping:
+                    return False
+                continue
+            logger.error(
+                "kafka server transport: service %s topic %s partition %d %s: giving up after "
+                "%d attempts (maxRetry=%d), sent to dead letter topic %s",
+                spec.service_name,
+                state.topic,
+                state.partition,
+                where,
+                attempts,
+                spec.max_retry,
+                sink.topic,
+            )
+            return True
+
+    async def _run_batch(self) -> None:
+        spec = self._spec
+        state = self.state
+        chunks = self._chunks
+        size = spec.batch
+        flush = spec.batch_flush
+        topic = state.topic
+        partition = state.partition
+        claim = state.claim
+        new = object.__new__
+        current: list[Any] = []
+        index = 0
+        while not self.stopping:
+            records: list[Any] = []
+            started = 0.0
+            while len(records) < size:
+                if index < len(current):
+                    take = min(size - len(records), len(current) - index)
+                    records.extend(current[index : index + take])
+                    index += take
+                    if not started:
+                        started = time.monotonic()
+                    continue
+                if chunks:
+                    current, nbytes = chunks.popleft()
+                    index = 0
+                    state.taken += len(current)
+                    state.taken_bytes += nbytes
+                    if claim.initial_offset < 0:
+                        claim.initial_offset = current[0].offset()
+                    continue
+                if self.stopping:
+                    return
+                if not records:
+                    await self._idle()
+                    continue
+                remaining = started + flush - time.monotonic()
+                if remaining <= 0:
+                    break
+                await self._idle(remaining)
+            if self.stopping:
+                return
+            msgs = []
+            for record in records:  # WireMessage(...) without the __init__ frame (hot path)
+                msg = new(WireMessage)
+                msg.topic = topic
+                msg.partition = partition
+                msg.offset = record.offset()
+                msg._m = record
+                msgs.append(msg)
+            try:
+                await self._attempt(msgs, records[0], len(msgs))
+            except BaseException as exc:
+                outcome = await self._failed(exc, msgs, len(msgs))
+                if outcome == STOP:
+                    return
+                if outcome == MARK:
+                    state.handled = msgs[-1].offset
+            else:
+                state.handled = msgs[-1].offset
+
+
+class _Stopping(Exception):  # noqa: N818 - internal signal, never leaves this module
+    """The worker was asked to stop before the handler could be called."""
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+def sync_caller(
+    fn: Callable[[Context, Any], Any], executor: concurrent.futures.Executor
+) -> Callable[[Context, Any], Awaitable[Any]]:
+    """The innermost async handler for a plain ``def`` handler: runs it in ``executor``."""
+
+    async def call(ctx: Context, req: Any) -> Any:
+        cf = executor.submit(_run_sync, fn, ctx, req)
+        try:
+            return await asyncio.wrap_future(cf)
+        except asyncio.CancelledError:
+            if not cf.cancel():  # running in its thread: it cannot be interrupted
+                worker = current_worker.get()
+                if worker is not None:
+                    worker.straggler = cf
+            raise
+
+    return call
+
+
+def _run_sync(fn: Callable[[Context, Any], Any], ctx: Context, req: Any) -> Any:
+    token = set_current_context(ctx)
+    try:
+        result = fn(ctx, req)
+    finally:
+        reset_current_context(token)
+    if asyncio.iscoroutine(result):
+        result.close()
+        raise TypeError(
+            f"handler {fn!r} returned a coroutine but is not recognised as async def; "
+            f"declare it with async def (or an async __call__)"
+        )
+    return result

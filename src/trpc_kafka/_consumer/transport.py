@@ -1,0 +1,745 @@
+"""The ``kafka`` server transport: one consumer group member per service.
+
+Threads and tasks, all owned (started and ended) by :class:`KafkaServiceTransport`:
+
+- one **poll thread** owns the librdkafka Consumer. It is the only caller of ``consume()``, so
+  rebalance callbacks run there. It never blocks on handlers: it hands each ``consume()`` result
+  to the event loop in one ``call_soon_threadsafe``, stores handled offsets (one
+  ``store_offsets`` per iteration) for librdkafka's auto-commit (every 3 s), and pauses a
+  partition whose buffer is full (resuming it once drained) instead of stopping the loop, so
+  heartbeats, rebalances and the other partitions go on;
+- one **worker task** per assigned partition (``partition.py``) on the event loop;
+- a thread pool only for plain ``def`` handlers and dead-letter sends.
+
+At-least-once: an offset is stored only after its message was handled (or deliberately
+skipped/given up on); on revocation the workers of the revoked partitions are stopped, their
+final offsets committed synchronously, then the partitions are released; a lost assignment is
+dropped without commit; shutdown stops fetching, lets handler calls in progress finish within
+the bound, commits and leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_address
+from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.rdkafka import consumer_settings
+from trpc_kafka._consumer.dead_letter import DeadLetterSender
+from trpc_kafka._consumer.limiter import TokenBucket
+from trpc_kafka._consumer.partition import (
+    HandlerSpec,
+    PartitionState,
+    PartitionWorker,
+    bounded_by_deadline,
+    sync_caller,
+)
+from trpc_kafka._consumer.raw import Claim, GroupSessionView, generation_of
+from trpc_kafka._consumer.registration import Registration, registration_of
+from trpc_kafka._consumer.threads import DaemonThreadPool
+from trpc_kafka._kafka_errors import describe
+from trpc_kafka._runtime import errors as codes
+from trpc_kafka._runtime.errors import framework_error
+from trpc_kafka._runtime.filters import chain
+from trpc_kafka._runtime.server import Service
+
+logger = logging.getLogger("trpc_kafka.consumer")
+rdkafka_logger = logging.getLogger("trpc_kafka.consumer.rdkafka")
+
+CONSUME_BATCH: Final = 500
+"""Most records taken from librdkafka per ``consume()`` call (one hand-over to the loop)."""
+POLL_TIMEOUT: Final = 0.1
+"""Seconds one ``consume()`` waits when nothing is fetched; bounds the reaction to a stop."""
+AHEAD_MESSAGES: Final = 10_000
+"""Flow control, level 1 (the service): while the workers of the partitions that are not
+paused have this many fetched messages (or ``2 x batch``) not yet started on, the poll thread
+takes no more from librdkafka. Records then stay in librdkafka's own bounded prefetch queue,
+which stops fetching when full: memory stays bounded without pausing anything."""
+AHEAD_BYTES: Final = 16 << 20
+"""The same bound in value bytes."""
+AHEAD_WAIT: Final = 0.05
+"""While held back, ``consume()`` is still called this often, for one record at most, so
+rebalance callbacks and errors are served without delay."""
+STALL_MESSAGES: Final = 1000
+"""Flow control, level 2 (a partition): a partition holding this many messages that has not
+completed one for ``STALL_TIME`` (its handler is stuck, or retrying) is paused
+(``consumer.pause``), so that it does not hold back the others at level 1. The poll loop goes
+on. Pausing is not cheap: librdkafka drops what it prefetched for the partition and takes
+~0.85 s after ``resume`` to deliver again, so only stuck or full partitions are paused."""
+STALL_TIME: Final = 0.5
+PAUSE_MESSAGES: Final = 20_000
+"""A partition holding this many messages (or ``2 x batch + 500``) is paused whatever its
+progress: the hard bound of one partition's buffer."""
+PAUSE_BYTES: Final = 32 << 20
+"""The same bound in value bytes per partition."""
+RESUME_MESSAGES: Final = 1000
+"""A paused partition is resumed once it holds at most this many messages (or ``batch``) and
+half of ``PAUSE_BYTES``."""
+_AHEAD_STEP: Final = 0.001
+REVOKE_GRACE_MIN: Final = 1.0
+"""Least time (s) a handler call in progress may still run when its partition is revoked."""
+SYNC_HANDLER_THREADS: Final = 64
+"""Threads of a service's pool for plain ``def`` handlers (created as needed)."""
+_ERROR_REPEAT: Final = 30.0
+"""The same error is logged once per this many seconds (with a count of the repeats)."""
+WATERMARK_REFRESH: Final = 1.0
+"""Seconds between refreshes of the cached high watermarks shown by the raw context."""
+_CLOSE_RESERVE: Final = 2.0
+"""Of the stop bound, what is kept for the final commit and leaving the group."""
+
+
+def create_consumer(settings: dict[str, Any]) -> Any:
+    """Seam: the librdkafka Consumer of a service (tests look at ``settings`` here)."""
+    return Consumer(settings)
+
+
+class KafkaServiceTransport:
+    """The transport of one ``protocol: kafka`` service (see the module docstring)."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._cfg: KafkaConfig | None = None
+        self._consumer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._spec: HandlerSpec | None = None
+        self._executor: DaemonThreadPool | None = None
+        self._executor_lock = threading.Lock()
+        self._dead_letter: DeadLetterSender | None = None
+        # Poll thread only.
+        self._states: dict[tuple[str, int], PartitionState] = {}
+        self._multi_topic = False
+        self._ahead = (AHEAD_MESSAGES, AHEAD_BYTES)
+        self._pause_at = (PAUSE_MESSAGES, PAUSE_BYTES)
+        self._resume_at = (RESUME_MESSAGES, PAUSE_BYTES // 2)
+        self._errors: dict[int, list[float]] = {}
+        self._all_paused = False
+        # Event loop only.
+        self._workers: dict[tuple[str, int], PartitionWorker] = {}
+        # Set by the loop, read by the poll thread.
+        self._fetching = True
+        self._close_requested = False
+        self._revoke_grace = REVOKE_GRACE_MIN
+        self._session = GroupSessionView("", "", None, ())
+        self.settings: dict[str, Any] = {}
+        """The librdkafka settings the consumer was created with (after ``start()``)."""
+
+    @property
+    def service(self) -> Service:
+        return self._service
+
+    @property
+    def started(self) -> bool:
+        """Whether ``start()`` succeeded (the poll thread runs until ``stop()``)."""
+        return self._thread is not None
+
+    # -- lifecycle (event loop) ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        service = self._service
+        reg = registration_of(service)
+        cfg = self._config(reg)
+        self._cfg = cfg
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._spec = self._handler_spec(cfg, reg)
+        self._multi_topic = len(cfg.topics) > 1
+        self._ahead = (max(AHEAD_MESSAGES, 2 * cfg.batch), AHEAD_BYTES)
+        self._pause_at = (max(PAUSE_MESSAGES, 2 * cfg.batch + CONSUME_BATCH), PAUSE_BYTES)
+        self._resume_at = (max(RESUME_MESSAGES, cfg.batch), PAUSE_BYTES // 2)
+        self._revoke_grace = max(cfg.max_processing_time_ms / 1000, REVOKE_GRACE_MIN)
+        self._session = GroupSessionView(cfg.group, "", None, ())
+        if cfg.limiter_rate == 0:
+            logger.warning(
+                "service %s: limiterRate=0 lets only limiterBurst=%d message(s) through, then "
+                "none (remove limiterRate for no limit)",
+                service.name,
+                cfg.limiter_burst,
+            )
+        settings = consumer_settings(cfg)
+        settings["error_cb"] = self._on_error
+        settings["logger"] = rdkafka_logger
+        self.settings = settings
+        try:
+            consumer = create_consumer(settings)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else exc
+            text = err.str() if isinstance(err, KafkaError) else str(err)
+            raise service.config_error(
+                f"librdkafka rejected the consumer settings: {text}",
+                key="address",
+                value=redact_address(service.address),
+            ) from None
+        try:
+            consumer.subscribe(
+                list(cfg.topics),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        except BaseException:
+            consumer.close()
+            raise
+        self._consumer = consumer
+        self._done = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._poll_main, name=f"kafka-poll-{service.name}", daemon=True
+        )
+        self._thread.start()
+        logger.info(
+            "kafka server transport: service %s consuming %s as group %s (client id %s, "
+            "strategy %s)",
+            service.name,
+            ",".join(cfg.topics),
+            cfg.group,
+            cfg.consumer_client_id,
+            settings.get("partition.assignment.strategy"),
+        )
+
+    def _config(self, reg: Registration | None) -> KafkaConfig:
+        service = self._service
+        if reg is None:
+            raise service.config_error(
+                "no handler registered for this kafka service; before serve() call "
+                f"trpc_kafka.register_kafka_consumer_service(server.service({service.name!r}), "
+                "consumer), register_kafka_handler_service(server, handle) or "
+                "register_batch_handler_service(server, handle)",
+                key="handler",
+            )
+        try:
+            cfg = resolve_address(service.address)
+        except ConfigError as exc:
+            raise service.config_error(
+                f"address: {exc.message}",
+                key="address",
+                value=redact_address(service.address),
+            ) from None
+        if not cfg.topics:
+            raise service.config_error(
+                "the address names no topic; add topics=topic1,topic2",
+                key="address",
+                value=redact_address(service.address),
+            )
+        if not cfg.group:
+            raise service.config_error(
+                "the address names no consumer group; add group=<name>",
+                key="address",
+                value=redact_address(service.address),
+            )
+        if reg.kind == "batch" and cfg.batch <= 0:
+            raise service.config_error(
+                f"a batch handler ({reg.name}) needs key 'batch' > 0 in the address (messages "
+                f"per call, e.g. &batch=100), got batch={cfg.batch}",
+                key="address",
+                value=redact_address(service.address),
+            )
+        if reg.kind == "single" and cfg.batch > 0:
+            raise service.config_error(
+                f"the address sets batch={cfg.batch}, which needs a batch handler "
+                f"(register_batch_handler_service); {reg.name} handles one message per call: "
+                f"register it as a batch handler or remove 'batch'",
+                key="address",
+                value=redact_address(service.address),
+            )
+        return cfg
+
+    def _handler_spec(self, cfg: KafkaConfig, reg: Registration | None) -> HandlerSpec:
+        assert reg is not None
+        service = self._service
+        inner = reg.fn if reg.is_async else sync_caller(reg.fn, self._get_executor())
+        if service.timeout:
+            inner = bounded_by_deadline(inner)
+        if cfg.dead_letter_topic:
+            self._dead_letter = DeadLetterSender(cfg, service.name, self._get_executor)
+        limiter = None
+        if cfg.limiter_rate is not None:
+            limiter = TokenBucket(cfg.limiter_rate, cfg.limiter_burst)
+        return HandlerSpec(
+            service_name=service.name,
+            call=chain(service.filters, inner),
+            is_async=reg.is_async,
+            batch=cfg.batch,
+            batch_flush=cfg.batch_flush_ms / 1000,
+            timeout=service.timeout or None,
+            limiter=limiter,
+            trpc_meta=cfg.trpc_meta,
+            max_retry=cfg.consumer_max_retry,
+            retry_interval=cfg.consumer_retry_interval_ms / 1000,
+            dead_letter=self._dead_letter,
+            fail=service.fail,
+        )
+
+    def _get_executor(self) -> DaemonThreadPool:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = DaemonThreadPool(
+                    SYNC_HANDLER_THREADS, f"kafka-handler-{self._service.name}"
+                )
+            return self._executor
+
+    async def stop(self, timeout: float) -> None:
+        """Stop fetching, let handler calls finish within ``timeout``, commit, leave, close."""
+        if self._thread is None or self._done is None:
+            return
+        deadline = time.monotonic() + timeout
+        self._fetching = False
+        grace = max(0.0, timeout - min(_CLOSE_RESERVE, timeout / 2))
+        await self._stop_workers(list(self._workers), grace)
+        self._close_requested = True
+        remaining = deadline - time.monotonic()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), max(remaining, 0.1))
+        except asyncio.TimeoutError:
+            logger.warning(
+                "kafka server transport: service %s: commit and close did not finish within "
+                "%.1fs; leaving it to the background",
+                self._service.name,
+                timeout,
+            )
+        if self._dead_letter is not None:
+            self._dead_letter.close(0)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        logger.info("kafka server transport: service %s stopped", self._service.name)
+
+    # -- workers (event loop) ------------------------------------------------------------------
+
+    def _start_workers(self, states: list[PartitionState]) -> None:
+        assert self._spec is not None
+        for state in states:
+            if state.key in self._workers or not self._fetching:
+                continue
+            self._workers[state.key] = PartitionWorker(self._spec, state)
+
+    def _dispatch(self, groups: list[tuple[PartitionState, list[Any], int]]) -> None:
+        workers = self._workers
+        for state, records, nbytes in groups:
+            worker = workers.get(state.key)
+            if worker is not None and worker.state is state:
+                worker.push((records, nbytes))
+
+    async def _stop_workers(self, keys: list[tuple[str, int]], grace: float) -> None:
+        workers = [w for w in (self._workers.pop(k, None) for k in keys) if w is not None]
+        for worker in workers:
+            worker.request_stop()
+        pending = {w.task for w in workers if not w.task.done()}
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=grace)
+        if late:
+            for worker in workers:
+                if worker.task in late:
+                    state = worker.state
+                    logger.warning(
+                        "kafka server transport: service %s: handler of %s partition %d still "
+                        "running after %.1fs; cancelling it (its message is not committed)",
+                        self._service.name,
+                        state.topic,
+                        state.partition,
+                        grace,
+                    )
+                    worker.cancel()
+            await asyncio.wait(late, timeout=1.0)
+
+    def _drop_workers(self, keys: list[tuple[str, int]]) -> None:
+        for key in keys:
+            worker = self._workers.pop(key, None)
+            if worker is not None:
+                worker.request_stop()
+                worker.cancel()
+
+    # -- raw context (any thread) --------------------------------------------------------------
+
+    def session_view(self) -> GroupSessionView:
+        return self._session
+
+    def high_watermark(self, topic: str, partition: int) -> int | None:
+        # Never a Consumer call here: confluent-kafka serialises calls on one consumer, so a
+        # call from the event loop would wait for the poll thread's consume(). The poll thread
+        # refreshes librdkafka's cached value every WATERMARK_REFRESH seconds.
+        state = self._states.get((topic, partition))
+        return None if state is None else state.high_watermark
+
+    # -- poll thread ---------------------------------------------------------------------------
+
+    def _poll_main(self) -> None:
+        consumer = self._consumer
+        next_watermarks = 0.0
+        held = 0.0
+        try:
+            while not self._close_requested:
+                take = CONSUME_BATCH
+                if self._states:
+                    self._store()
+                    now = time.monotonic()
+                    if self._fetching:
+                        self._flow_control(now)
+                    elif not self._all_paused:
+                        self._pause_all()
+                    if now >= next_watermarks:
+                        next_watermarks = now + WATERMARK_REFRESH
+                        self._refresh_watermarks()
+                    if self._fetching and self._ahead_enough():
+                        if held < AHEAD_WAIT:
+                            time.sleep(_AHEAD_STEP)
+                            held += _AHEAD_STEP
+                            continue
+                        take = 1  # serve callbacks; the buffers are full
+                held = 0.0
+                try:
+                    records = consumer.consume(take, POLL_TIMEOUT)
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError):
+                        self._report(err, None)
+                        if err.fatal():
+                            raise
+                    time.sleep(POLL_TIMEOUT)
+                    continue
+                if records:
+                    if self._fetching:
+                        self._deliver(records)
+                    else:
+                        for record in records:
+                            err = record.error()
+                            if err is not None:
+                                self._report(err, record.topic())
+        except BaseException as exc:
+            logger.error(
+                "kafka server transport: service %s: poll loop failed: %r",
+                self._service.name,
+                exc,
+                exc_info=exc,
+            )
+            self._service.fail(exc)
+        finally:
+            self._finish()
+
+    def _deliver(self, records: list[Any]) -> None:
+        states = self._states
+        groups: list[tuple[PartitionState, list[Any], int]] = []
+        current: list[Any] | None = None
+        state: PartitionState | None = None
+        partition = -1
+        topic = ""
+        multi = self._multi_topic
+        for record in records:
+            if record.error() is not None:
+                self._report(record.error(), record.topic())
+                continue
+            p = record.partition()
+            if p != partition or (multi and record.topic() != topic):
+                partition = p
+                topic = record.topic()
+                state = states.get((topic, p))
+                if state is None:  # not (or no longer) assigned: stale
+                    current = None
+                    continue
+                current = []
+                groups.append((state, current, 0))
+            if current is not None:
+                current.append(record)
+        if not groups:
+            return
+        sized = []
+        for state, chunk, _ in groups:
+            nbytes = sum(map(len, chunk))
+            state.delivered += len(chunk)
+            state.delivered_bytes += nbytes
+            sized.append((state, chunk, nbytes))
+        self._call_loop(self._dispatch, sized)
+
+    def _call_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
+        loop = self._loop
+        assert loop is not None
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody handles anything any more
+            return False
+        return True
+
+    def _store(self) -> None:
+        offsets = None
+        for state in self._states.values():
+            handled = state.handled
+            if handled > state.stored:
+                if offsets is None:
+                    offsets = []
+                offsets.append(TopicPartition(state.topic, state.partition, handled + 1))
+                state.stored = handled
+        if offsets:
+            try:
+                self._consumer.store_offsets(offsets=offsets)
+            except KafkaException as exc:
+                logger.warning(
+                    "kafka server transport: service %s: storing offsets failed: %s",
+                    self._service.name,
+                    exc,
+                )
+
+    def _ahead_enough(self) -> bool:
+        """Whether the workers of unpaused partitions have enough fetched work for now."""
+        msgs = nbytes = 0
+        for state in self._states.values():
+            if not state.paused:
+                msgs += state.delivered - state.taken
+                nbytes += state.delivered_bytes - state.taken_bytes
+        ahead_msgs, ahead_bytes = self._ahead
+        return msgs >= ahead_msgs or nbytes >= ahead_bytes
+
+    def _flow_control(self, now: float) -> None:
+        pause_msgs, pause_bytes = self._pause_at
+        resume_msgs, resume_bytes = self._resume_at
+        pause = resume = None
+        for state in self._states.values():
+            msgs = state.delivered - state.taken
+            nbytes = state.delivered_bytes - state.taken_bytes
+            if state.handled != state.seen_handled or not msgs:
+                state.seen_handled = state.handled
+                state.progress_at = now
+            if state.paused:
+                if msgs <= resume_msgs and nbytes <= resume_bytes:
+                    state.paused = False
+                    resume = resume or []
+                    resume.append(TopicPartition(state.topic, state.partition))
+            elif (
+                msgs >= pause_msgs
+                or nbytes >= pause_bytes
+                or (msgs >= STALL_MESSAGES and now - state.progress_at >= STALL_TIME)
+            ):
+                state.paused = True
+                pause = pause or []
+                pause.append(TopicPartition(state.topic, state.partition))
+        try:
+            if pause:
+                self._consumer.pause(pause)
+                logger.debug("paused %s", pause)
+            if resume:
+                self._consumer.resume(resume)
+                logger.debug("resumed %s", resume)
+        except KafkaException as exc:
+            logger.warning("kafka server transport: pause/resume failed: %s", exc)
+
+    def _refresh_watermarks(self) -> None:
+        consumer = self._consumer
+        for state in list(self._states.values()):
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(state.topic, state.partition), cached=True
+                )
+            except KafkaException:
+                continue
+            state.high_watermark = int(high) if high >= 0 else None
+
+    def _pause_all(self) -> None:
+        parts = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
+        try:
+            self._consumer.pause(parts)
+        except KafkaException as exc:
+            logger.debug("pausing at stop failed: %s", exc)
+        for state in self._states.values():
+            state.paused = True
+        self._all_paused = True
+
+    def _commit(self, states: list[PartitionState], why: str) -> None:
+        """Store and commit, synchronously, the handled offsets of ``states``."""
+        offsets = [
+            TopicPartition(s.topic, s.partition, s.handled + 1) for s in states if s.handled >= 0
+        ]
+        if not offsets:
+            return
+        consumer = self._consumer
+        try:
+            consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:
+            logger.debug("store before commit (%s) failed: %s", why, exc)
+        for state in states:
+            state.stored = max(state.stored, state.handled)
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
+                return
+            text = describe(err) if isinstance(err, KafkaError) else str(exc)
+            logger.error(
+                "kafka server transport: service %s: commit on %s failed: %s",
+                self._service.name,
+                why,
+                text,
+            )
+        else:
+            logger.debug("committed on %s: %s", why, offsets)
+
+    def _finish(self) -> None:
+        consumer = self._consumer
+        try:
+            self._commit(list(self._states.values()), "shutdown")
+            consumer.close()  # revokes (on_revoke commits again: nothing new) and leaves
+        except Exception as exc:
+            logger.error(
+                "kafka server transport: service %s: close failed: %r", self._service.name, exc
+            )
+        finally:
+            done = self._done
+            if done is not None:
+                self._call_loop(_set_done, done)
+
+    # -- rebalance callbacks (poll thread, inside consume()) -----------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        try:
+            new = []
+            for tp in partitions:
+                key = (tp.topic, tp.partition)
+                if key in self._states:
+                    continue
+                state = PartitionState(tp.topic, tp.partition, Claim(self, tp.topic, tp.partition))
+                self._states[key] = state
+                new.append(state)
+            self._all_paused = False
+            self._update_session()
+            if new:
+                logger.info(
+                    "kafka server transport: service %s assigned %s",
+                    self._service.name,
+                    _names(new),
+                )
+                self._call_loop(self._start_workers, new)
+        except Exception as exc:
+            self._callback_failed("assign", exc)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        try:
+            revoked = self._pop_states(partitions)
+            if revoked:
+                self._stop_workers_from_thread([s.key for s in revoked])
+                self._commit(revoked, "revoke")
+                self._resume_paused(revoked)
+                logger.info(
+                    "kafka server transport: service %s revoked %s",
+                    self._service.name,
+                    _names(revoked),
+                )
+            self._update_session()
+        except Exception as exc:
+            self._callback_failed("revoke", exc)
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        try:
+            lost = self._pop_states(partitions)
+            if lost:
+                self._call_loop(self._drop_workers, [s.key for s in lost])
+                self._resume_paused(lost)
+                logger.warning(
+                    "kafka server transport: service %s lost %s (session timed out or fenced);"
+                    " their handling stops without commit, the new owner re-delivers",
+                    self._service.name,
+                    _names(lost),
+                )
+            self._update_session()
+        except Exception as exc:
+            self._callback_failed("lost", exc)
+
+    def _pop_states(self, partitions: list[TopicPartition]) -> list[PartitionState]:
+        popped = []
+        for tp in partitions:
+            state = self._states.pop((tp.topic, tp.partition), None)
+            if state is not None:
+                popped.append(state)
+        return popped
+
+    def _stop_workers_from_thread(self, keys: list[tuple[str, int]]) -> None:
+        loop = self._loop
+        assert loop is not None
+        grace = self._revoke_grace
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._stop_workers(keys, grace), loop)
+        except RuntimeError:  # loop closed
+            return
+        try:
+            future.result(timeout=grace + 5.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            logger.error(
+                "kafka server transport: service %s: workers did not stop in time at revoke",
+                self._service.name,
+            )
+
+    def _resume_paused(self, states: list[PartitionState]) -> None:
+        paused = [TopicPartition(s.topic, s.partition) for s in states if s.paused]
+        if paused:
+            try:
+                self._consumer.resume(paused)
+            except KafkaException as exc:
+                logger.debug("resume of released partitions failed: %s", exc)
+
+    def _update_session(self) -> None:
+        consumer = self._consumer
+        assert self._cfg is not None
+        try:
+            member = consumer.memberid() or ""
+            generation = generation_of(consumer.consumer_group_metadata())
+        except (KafkaException, RuntimeError):
+            member, generation = self._session.member_id, None
+        self._session = GroupSessionView(
+            self._cfg.group, member, generation, tuple(sorted(self._states))
+        )
+
+    def _callback_failed(self, what: str, exc: Exception) -> None:
+        logger.error(
+            "kafka server transport: service %s: %s callback failed: %r",
+            self._service.name,
+            what,
+            exc,
+            exc_info=exc,
+        )
+        self._service.fail(exc)
+
+    # -- errors (poll thread) ------------------------------------------------------------------
+
+    def _on_error(self, err: KafkaError) -> None:
+        self._report(err, None)
+
+    def _report(self, err: KafkaError, topic: str | None) -> None:
+        code = err.code()
+        now = time.monotonic()
+        seen = self._errors.get(code)
+        if seen is not None and now - seen[0] < _ERROR_REPEAT:
+            seen[1] += 1
+            return
+        repeated = ""
+        if seen is not None and seen[1]:
+            repeated = f" (and {int(seen[1])} more like it since the last report)"
+        self._errors[code] = [now, 0]
+        logger.error(
+            "kafka server transport: consume fail: %s%s [service %s]",
+            describe(err, topic),
+            repeated,
+            self._service.name,
+        )
+        if err.fatal():
+            self._service.fail(
+                framework_error(
+                    codes.RET_SERVER_SYSTEM_ERR,
+                    f"kafka server transport: consume fail: {describe(err, topic)}",
+                )
+            )
+
+
+def _set_done(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+def _names(states: list[PartitionState]) -> str:
+    return ", ".join(f"{s.topic}[{s.partition}]" for s in states)

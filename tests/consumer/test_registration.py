@@ -1,0 +1,220 @@
+"""Registration, start-time checks and the small pieces (message, limiter, raw views)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import struct
+import threading
+import time
+
+import pytest
+
+from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._consumer import (
+    ConsumerMessage,
+    register_batch_handler_service,
+    register_kafka_consumer_service,
+    register_kafka_handler_service,
+)
+from trpc_kafka._consumer.limiter import TokenBucket
+from trpc_kafka._consumer.raw import generation_of
+from trpc_kafka._consumer.registration import is_async_callable, registration_of
+from trpc_kafka._consumer.threads import DaemonThreadPool
+from trpc_kafka._runtime.context import Context
+from trpc_kafka._runtime.server import Server, Service, get_transport
+
+ADDR = "127.0.0.1:9?topics=t&group=g"
+
+
+async def _async_handle(ctx: Context, msg: ConsumerMessage) -> None:
+    return None
+
+
+def _sync_handle(ctx: Context, msg: ConsumerMessage) -> None:
+    return None
+
+
+async def _async_batch(ctx: Context, msgs: list[ConsumerMessage]) -> None:
+    return None
+
+
+def test_the_kafka_transport_is_registered_at_import() -> None:
+    from trpc_kafka._consumer.transport import KafkaServiceTransport
+
+    assert get_transport("kafka") is KafkaServiceTransport
+
+
+def test_async_detection() -> None:
+    class AsyncCall:
+        async def __call__(self, ctx: Context, msg: ConsumerMessage) -> None:
+            return None
+
+    class SyncCall:
+        def __call__(self, ctx: Context, msg: ConsumerMessage) -> None:
+            return None
+
+    class Consumer:
+        async def handle(self, ctx: Context, msg: ConsumerMessage) -> None:
+            return None
+
+        def handle_sync(self, ctx: Context, msg: ConsumerMessage) -> None:
+            return None
+
+    assert is_async_callable(_async_handle)
+    assert not is_async_callable(_sync_handle)
+    assert is_async_callable(AsyncCall())
+    assert not is_async_callable(SyncCall())
+    assert is_async_callable(Consumer().handle)
+    assert not is_async_callable(Consumer().handle_sync)
+    assert is_async_callable(functools.partial(_async_handle))
+    assert not is_async_callable(functools.partial(_sync_handle))
+    assert not is_async_callable(print)
+
+
+async def _serve_expecting(server: Server, match: str) -> ConfigError:
+    with pytest.raises(ConfigError, match=match) as info:
+        await asyncio.wait_for(server.serve(), 30)
+    return info.value
+
+
+async def test_no_handler_refuses_to_start() -> None:
+    server = Server()
+    server.add_service(Service("lonely", address=ADDR))
+    err = await _serve_expecting(server, "no handler registered")
+    assert "service 'lonely'" in str(err)
+    assert "register_kafka_consumer_service" in str(err)
+
+
+async def test_batch_handler_needs_batch_in_the_address() -> None:
+    server = Server()
+    server.add_service(Service("batcher", address=ADDR))
+    register_batch_handler_service(server.service("batcher"), _async_batch)
+    err = await _serve_expecting(server, "needs key 'batch' > 0")
+    assert "got batch=0" in str(err)
+
+
+async def test_single_handler_with_batch_refuses_to_start() -> None:
+    server = Server()
+    server.add_service(Service("single", address=ADDR + "&batch=10"))
+    register_kafka_handler_service(server, _async_handle)
+    await _serve_expecting(server, "needs a batch handler")
+
+
+@pytest.mark.parametrize(
+    ("address", "match"),
+    [
+        ("127.0.0.1:9?group=g", "names no topic"),
+        ("127.0.0.1:9?topics=t", "names no consumer group"),
+        ("127.0.0.1:9?topics=t&group=g&strategy=fair", "strategy"),
+        ("127.0.0.1:9?topics=t&group=g&password=s3cret&user=u&mechanism=PLAIN&bogus=1", "bogus"),
+    ],
+)
+async def test_bad_addresses_refuse_to_start(address: str, match: str) -> None:
+    server = Server()
+    server.add_service(Service("svc", address=address))
+    register_kafka_handler_service(server, _async_handle)
+    err = await _serve_expecting(server, match)
+    assert "s3cret" not in str(err)
+
+
+def test_register_on_a_service_of_another_protocol() -> None:
+    service = Service("http", address="x", protocol="http")
+    with pytest.raises(ConfigError, match="protocol 'http'"):
+        register_kafka_handler_service(service, _async_handle)
+
+
+def test_register_on_a_server_without_kafka_services() -> None:
+    server = Server()
+    server.add_service(Service("http", address="x", protocol="http"))
+    with pytest.raises(ConfigError, match="no service with protocol: kafka"):
+        register_kafka_handler_service(server, _async_handle)
+
+
+def test_consumer_needs_a_handle_method() -> None:
+    with pytest.raises(TypeError, match="has no handle"):
+        register_kafka_consumer_service(Service("s", address=ADDR), object())  # type: ignore[arg-type]
+
+
+def test_own_handler_wins_over_the_server_wide_one() -> None:
+    server = Server()
+    a = server.add_service(Service("a", address=ADDR))
+    b = server.add_service(Service("b", address=ADDR))
+    register_kafka_handler_service(a, _sync_handle)
+    register_kafka_handler_service(server, _async_handle)
+    reg_a, reg_b = registration_of(a), registration_of(b)
+    assert reg_a is not None and reg_a.fn is _sync_handle and not reg_a.is_async
+    assert reg_b is not None and reg_b.fn is _async_handle and reg_b.is_async
+
+
+def test_consumer_message_built_by_hand() -> None:
+    msg = ConsumerMessage("t", 1, 7, key=b"k", value=b"v", headers=[("a", b"1")], timestamp=5)
+    assert (msg.topic, msg.partition, msg.offset, msg.key, msg.value) == ("t", 1, 7, b"k", b"v")
+    assert msg.headers == [("a", b"1")]
+    assert msg.timestamp == 5
+    msg.headers.append(("b", b"2"))
+    assert msg.headers == [("a", b"1")], "headers are returned as a copy"
+
+
+def test_generation_of_librdkafka_group_metadata() -> None:
+    blob = b"CGMDv2:" + struct.pack("=i", 7) + b"group\x00member\x00\x01"
+    assert generation_of(blob) == 7
+    assert generation_of(b"CGMDv2:" + struct.pack("=i", -1) + b"g\x00\x00\x01") is None
+    assert generation_of(b"CGMDv9:....") is None
+    assert generation_of(b"CG") is None
+    assert generation_of(None) is None
+
+
+async def test_token_bucket_rate_and_burst() -> None:
+    bucket = TokenBucket(rate=50, burst=5)
+    start = time.monotonic()
+    for _ in range(5):
+        await bucket.acquire()
+    assert time.monotonic() - start < 0.05, "the burst is free"
+    for _ in range(10):
+        await bucket.acquire()
+    assert 0.17 <= time.monotonic() - start < 0.5, "then 50 per second"
+
+
+async def test_token_bucket_batch_larger_than_burst_and_cancel_refunds() -> None:
+    bucket = TokenBucket(rate=100, burst=0)
+    start = time.monotonic()
+    await bucket.acquire(1)
+    await bucket.acquire(20)  # more than the bucket holds: waits for the deficit
+    assert 0.17 <= time.monotonic() - start < 0.5
+    waiter = asyncio.ensure_future(bucket.acquire(100))
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    start = time.monotonic()
+    await bucket.acquire(1)
+    assert time.monotonic() - start < 0.3, "a cancelled wait gives its tokens back"
+
+
+async def test_token_bucket_rate_zero_lets_only_the_burst_through() -> None:
+    bucket = TokenBucket(rate=0, burst=2)
+    await bucket.acquire()
+    await bucket.acquire()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(bucket.acquire(), 0.1)
+
+
+def test_daemon_thread_pool() -> None:
+    pool = DaemonThreadPool(2, "test-pool")
+    assert pool.submit(lambda x: x * 2, 21).result(5) == 42
+    failing = pool.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    gate = threading.Event()
+    busy = [pool.submit(gate.wait, 5) for _ in range(2)]
+    queued = pool.submit(lambda: "never")
+    time.sleep(0.05)
+    assert len(pool._threads) == 2, "bounded"
+    assert all(t.daemon for t in pool._threads)
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()
+    gate.set()
+    assert all(f.result(5) for f in busy)
+    with pytest.raises(RuntimeError):
+        pool.submit(print)
