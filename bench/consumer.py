@@ -13,7 +13,7 @@ a. ``raw``: confluent-kafka ``consume(500, 0.1)`` loop that stores the last offs
    (``consumer_settings`` of the same address);
 b. ``service``: our kafka service with a no-op ``async def`` handler;
 c. ``batch``: our kafka service with a no-op ``async def`` batch handler, ``batch=500``
-   (``batchFlush=100``, so the last partial batch of each partition does not wait 2 s);
+   (``batchFlush=20``, so the last partial batch of each partition does not wait 2 s);
 d. ``aiokafka``: ``AIOKafkaConsumer.getmany(max_records=500)`` with auto-commit (3 s).
 
 Throughput is messages / seconds from the first message received to the last one handled
@@ -42,6 +42,9 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).with_name("results") / "consumer.json"
+# The targets: throughput against (a), and peak RSS.
+TARGETS = {"service": 0.8, "batch": 0.9}
+RSS_TARGET_MB = 300
 PARTITIONS = 6
 VALUE_SIZE = 100
 CONSUME_BATCH = 500
@@ -100,9 +103,9 @@ def child_service(address: str, n: int, batch: bool) -> dict[str, float]:
     from trpc_kafka._runtime.server import Server, Service
 
     if batch:
-        # batchFlush=100: when the data ends, the last partial batch of each partition is
-        # handed over after 100 ms instead of the default 2 s (full batches never wait).
-        address += f"&batch={CONSUME_BATCH}&batchFlush=100"
+        # batchFlush=20: when the data ends, the last partial batch of each partition is
+        # handed over after 20 ms instead of the default 2 s (full batches never wait).
+        address += f"&batch={CONSUME_BATCH}&batchFlush=20"
     begin = time.perf_counter()
     first = 0.0
     end = 0.0
@@ -307,6 +310,14 @@ def run_parent(args: argparse.Namespace) -> int:
         "machine": f"{platform.machine()}, {_cpus()} CPUs",
         "medians": medians,
         "ratios_vs_raw": ratios,
+        "targets": {
+            **{f"{v}_ratio": t for v, t in TARGETS.items()},
+            "peak_rss_mb": RSS_TARGET_MB,
+        },
+        "met": {
+            **{f"{v}_ratio": ratios.get(v, 0) >= t for v, t in TARGETS.items() if v in ratios},
+            "peak_rss_mb": all(m["peak_rss_mb"] <= RSS_TARGET_MB for m in medians.values()),
+        },
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

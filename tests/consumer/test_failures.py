@@ -23,12 +23,12 @@ from tests.consumer._util import (
     wait_until,
 )
 from trpc_kafka._consumer import (
-    HEADER_ATTEMPTS,
-    HEADER_ERROR,
-    HEADER_OFFSET,
-    HEADER_PARTITION,
-    HEADER_SERVICE,
-    HEADER_TOPIC,
+    DEAD_LETTER_HEADER_ATTEMPTS,
+    DEAD_LETTER_HEADER_ERROR,
+    DEAD_LETTER_HEADER_OFFSET,
+    DEAD_LETTER_HEADER_PARTITION,
+    DEAD_LETTER_HEADER_SERVICE,
+    DEAD_LETTER_HEADER_TOPIC,
     ConsumerMessage,
     ContinueWithoutCommit,
     register_batch_handler_service,
@@ -141,12 +141,12 @@ async def test_dead_letter_topic_gets_the_message_then_it_is_committed(
     assert (record.key(), record.value()) == (b"k1", b"poison")
     headers = dict(record.headers() or [])
     assert headers["trace"] == b"abc"
-    assert headers[HEADER_ERROR] == b"cannot parse"
-    assert headers[HEADER_TOPIC] == topic.encode()
-    assert headers[HEADER_PARTITION] == b"0"
-    assert headers[HEADER_OFFSET] == b"0"
-    assert headers[HEADER_ATTEMPTS] == b"2"
-    assert headers[HEADER_SERVICE] == b"orders"
+    assert headers[DEAD_LETTER_HEADER_ERROR] == b"cannot parse"
+    assert headers[DEAD_LETTER_HEADER_TOPIC] == topic.encode()
+    assert headers[DEAD_LETTER_HEADER_PARTITION] == b"0"
+    assert headers[DEAD_LETTER_HEADER_OFFSET] == b"0"
+    assert headers[DEAD_LETTER_HEADER_ATTEMPTS] == b"2"
+    assert headers[DEAD_LETTER_HEADER_SERVICE] == b"orders"
 
 
 async def test_dead_letter_of_a_batch(kafka_bootstrap: str, new_topic: NewTopic) -> None:

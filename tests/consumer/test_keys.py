@@ -395,3 +395,24 @@ async def test_inconsistent_strategies_are_reported_with_the_hint(
     line = next(r.getMessage() for r in caplog.records if "strategy" in r.getMessage())
     assert "kafka server transport: consume fail:" in line
     assert "give every member the same 'strategy' key" in line
+
+
+async def test_settings_shown_by_the_transport_hide_the_password(
+    kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[dict[str, Any]] = []
+
+    def spy(settings: dict[str, Any]) -> Any:
+        created.append(dict(settings))
+        raise RuntimeError("no consumer needed")
+
+    monkeypatch.setattr(transport_mod, "create_consumer", spy)
+    extra = "mechanism=SCRAM-SHA-512&user=alice&password=s3cret-pw"
+    server = one_service(address(kafka_bootstrap, topic, extra=extra))
+    register_kafka_handler_service(server, _noop)
+    with pytest.raises(RuntimeError, match="no consumer needed"):
+        await asyncio.wait_for(server.serve(), 30)
+    assert created[0]["sasl.password"] == "s3cret-pw"
+    transport = transport_of(server.service("consumer"))
+    assert transport.settings["sasl.password"] == "******"
+    assert "s3cret-pw" not in repr(transport.settings)

@@ -4,12 +4,12 @@ Importing this package registers the transport for services with ``protocol: kaf
 """
 
 from trpc_kafka._consumer.dead_letter import (
-    HEADER_ATTEMPTS,
-    HEADER_ERROR,
-    HEADER_OFFSET,
-    HEADER_PARTITION,
-    HEADER_SERVICE,
-    HEADER_TOPIC,
+    DEAD_LETTER_HEADER_ATTEMPTS,
+    DEAD_LETTER_HEADER_ERROR,
+    DEAD_LETTER_HEADER_OFFSET,
+    DEAD_LETTER_HEADER_PARTITION,
+    DEAD_LETTER_HEADER_SERVICE,
+    DEAD_LETTER_HEADER_TOPIC,
 )
 from trpc_kafka._consumer.message import ConsumerMessage, ContinueWithoutCommit
 from trpc_kafka._consumer.raw import (
@@ -19,8 +19,8 @@ from trpc_kafka._consumer.raw import (
     get_raw_kafka_context,
 )
 from trpc_kafka._consumer.registration import (
-    BatchHandle,
-    Handle,
+    BatchConsumerHandle,
+    ConsumerHandle,
     KafkaConsumer,
     register_batch_handler_service,
     register_kafka_consumer_service,
@@ -32,18 +32,18 @@ from trpc_kafka._runtime.server import register_transport
 register_transport("kafka", KafkaServiceTransport)
 
 __all__ = [
-    "HEADER_ATTEMPTS",
-    "HEADER_ERROR",
-    "HEADER_OFFSET",
-    "HEADER_PARTITION",
-    "HEADER_SERVICE",
-    "HEADER_TOPIC",
-    "BatchHandle",
+    "DEAD_LETTER_HEADER_ATTEMPTS",
+    "DEAD_LETTER_HEADER_ERROR",
+    "DEAD_LETTER_HEADER_OFFSET",
+    "DEAD_LETTER_HEADER_PARTITION",
+    "DEAD_LETTER_HEADER_SERVICE",
+    "DEAD_LETTER_HEADER_TOPIC",
+    "BatchConsumerHandle",
     "ClaimView",
+    "ConsumerHandle",
     "ConsumerMessage",
     "ContinueWithoutCommit",
     "GroupSessionView",
-    "Handle",
     "KafkaConsumer",
     "RawKafkaContext",
     "get_raw_kafka_context",

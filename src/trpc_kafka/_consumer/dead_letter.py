@@ -27,17 +27,17 @@ from trpc_kafka._runtime.errors import framework_error
 
 logger = logging.getLogger("trpc_kafka.consumer")
 
-HEADER_ERROR: Final = "trpc-kafka-error"
+DEAD_LETTER_HEADER_ERROR: Final = "trpc-kafka-error"
 """The handler's last error, as text (UTF-8)."""
-HEADER_TOPIC: Final = "trpc-kafka-topic"
+DEAD_LETTER_HEADER_TOPIC: Final = "trpc-kafka-topic"
 """Topic the message was consumed from."""
-HEADER_PARTITION: Final = "trpc-kafka-partition"
+DEAD_LETTER_HEADER_PARTITION: Final = "trpc-kafka-partition"
 """Its partition, decimal text."""
-HEADER_OFFSET: Final = "trpc-kafka-offset"
+DEAD_LETTER_HEADER_OFFSET: Final = "trpc-kafka-offset"
 """Its offset, decimal text."""
-HEADER_ATTEMPTS: Final = "trpc-kafka-attempts"
+DEAD_LETTER_HEADER_ATTEMPTS: Final = "trpc-kafka-attempts"
 """How many times the handler was called, decimal text."""
-HEADER_SERVICE: Final = "trpc-kafka-service"
+DEAD_LETTER_HEADER_SERVICE: Final = "trpc-kafka-service"
 """Name of the consumer service that gave up on it."""
 
 # How long one dead letter may take to be acknowledged before the send counts as failed.
@@ -71,12 +71,12 @@ class DeadLetterSender(DeadLetterSink):
 
     def _headers(self, msg: WireMessage, error: bytes, attempts: int) -> list[Header]:
         return [
-            (HEADER_ERROR, error),
-            (HEADER_TOPIC, msg.topic.encode()),
-            (HEADER_PARTITION, str(msg.partition).encode()),
-            (HEADER_OFFSET, str(msg.offset).encode()),
-            (HEADER_ATTEMPTS, str(attempts).encode()),
-            (HEADER_SERVICE, self._service.encode()),
+            (DEAD_LETTER_HEADER_ERROR, error),
+            (DEAD_LETTER_HEADER_TOPIC, msg.topic.encode()),
+            (DEAD_LETTER_HEADER_PARTITION, str(msg.partition).encode()),
+            (DEAD_LETTER_HEADER_OFFSET, str(msg.offset).encode()),
+            (DEAD_LETTER_HEADER_ATTEMPTS, str(attempts).encode()),
+            (DEAD_LETTER_HEADER_SERVICE, self._service.encode()),
         ]
 
     def _get_producer(self) -> Any:

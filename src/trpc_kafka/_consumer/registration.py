@@ -20,10 +20,10 @@ from trpc_kafka._runtime.server import Server, Service
 
 KAFKA_PROTOCOL = "kafka"
 
-Handle = Callable[[Context, ConsumerMessage], "Awaitable[object] | object"]
+ConsumerHandle = Callable[[Context, ConsumerMessage], "Awaitable[object] | object"]
 """``async def handle(ctx, msg)`` or ``def handle(ctx, msg)``; the return value is ignored."""
 
-BatchHandle = Callable[[Context, list[ConsumerMessage]], "Awaitable[object] | object"]
+BatchConsumerHandle = Callable[[Context, list[ConsumerMessage]], "Awaitable[object] | object"]
 """``async def handle(ctx, msgs)`` or ``def handle(ctx, msgs)``; one partition's messages."""
 
 
@@ -116,7 +116,9 @@ def register_kafka_consumer_service(service: Service | Server, consumer: KafkaCo
     _register(service, reg, "register_kafka_consumer_service")
 
 
-def register_kafka_handler_service(server_or_service: Server | Service, handle: Handle) -> None:
+def register_kafka_handler_service(
+    server_or_service: Server | Service, handle: ConsumerHandle
+) -> None:
     """Serve with the function ``handle(ctx, msg)`` (``async def`` or plain ``def``).
 
     Given the Server, it serves every kafka service that has no handler of its own
@@ -129,7 +131,7 @@ def register_kafka_handler_service(server_or_service: Server | Service, handle: 
 
 
 def register_batch_handler_service(
-    server_or_service: Server | Service, handle: BatchHandle
+    server_or_service: Server | Service, handle: BatchConsumerHandle
 ) -> None:
     """Serve with ``handle(ctx, msgs)``: up to ``batch`` messages of one partition per call.
 

@@ -131,7 +131,8 @@ class KafkaServiceTransport:
         self._revoke_grace = REVOKE_GRACE_MIN
         self._session = GroupSessionView("", "", None, ())
         self.settings: dict[str, Any] = {}
-        """The librdkafka settings the consumer was created with (after ``start()``)."""
+        """The librdkafka settings the consumer was created with (after ``start()``), with
+        secret values (``sasl.password``...) masked."""
 
     @property
     def service(self) -> Service:
@@ -168,7 +169,7 @@ class KafkaServiceTransport:
         settings = consumer_settings(cfg)
         settings["error_cb"] = self._on_error
         settings["logger"] = rdkafka_logger
-        self.settings = settings
+        self.settings = {k: ("******" if _is_secret(k) and v else v) for k, v in settings.items()}
         try:
             consumer = create_consumer(settings)
         except KafkaException as exc:
@@ -585,6 +586,11 @@ class KafkaServiceTransport:
         try:
             self._commit(list(self._states.values()), "shutdown")
             consumer.close()  # revokes (on_revoke commits again: nothing new) and leaves
+            logger.info(
+                "kafka server transport: service %s committed and left group %s",
+                self._service.name,
+                self._cfg.group if self._cfg is not None else "",
+            )
         except Exception as exc:
             logger.error(
                 "kafka server transport: service %s: close failed: %r", self._service.name, exc
@@ -734,6 +740,10 @@ class KafkaServiceTransport:
                     f"kafka server transport: consume fail: {describe(err, topic)}",
                 )
             )
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key for word in ("password", "secret", "key.pem", "oauthbearer.config"))
 
 
 def _set_done(done: asyncio.Future[None]) -> None:
