@@ -11,7 +11,7 @@ BROKER_DIR ?= .kafka/dev
 BROKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint broker-start broker-stop clean
+.PHONY: venv test demo lint broker-start broker-stop clean
 
 venv: $(STAMP)
 
@@ -41,7 +41,10 @@ broker-start: $(STAMP)
 broker-stop: $(STAMP)
 	$(CLI) broker stop --dir $(BROKER_DIR)
 
-# demo: another target, added with the examples.
+# The project's main job in one command: a local broker, the example consumer service
+# (examples/consumer) and producer (examples/producer); everything is stopped at the end.
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
 
 clean:
 	if [ -x $(CLI) ]; then \
