@@ -305,7 +305,7 @@ def run_parent(args: argparse.Namespace) -> int:
         "rounds": args.rounds,
         "address_extra": args.address_extra,
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
         "machine": f"{platform.machine()}, {_cpus()} CPUs",
         "medians": medians,
