@@ -20,17 +20,16 @@ async def handle_order(ctx: Context, msg: ConsumerMessage) -> None:
     """One message at a time, in order within its partition; raising retries it."""
     key = (msg.key or b"").decode()
     value = (msg.value or b"").decode()
-    print(
-        f"handled {msg.topic}[{msg.partition}]@{msg.offset} key={key} value={value} "
-        f"rpc={ctx.rpc_name}",
-        flush=True,
-    )
+    # One write per line: handlers of different partitions print concurrently.
+    line = f"handled {msg.topic}[{msg.partition}]@{msg.offset} key={key} value={value} "
+    print(f"{line}rpc={ctx.rpc_name}\n", end="", flush=True)
 
 
 def audit(ctx: Context, msgs: list[ConsumerMessage]) -> None:
     """A plain ``def`` handler: it runs off the event loop. A batch is one partition's."""
     offsets = ",".join(str(m.offset) for m in msgs)
-    print(f"audited batch of {len(msgs)} from partition {msgs[0].partition}: {offsets}", flush=True)
+    line = f"audited batch of {len(msgs)} from partition {msgs[0].partition}: {offsets}"
+    print(f"{line}\n", end="", flush=True)  # one write: plain def handlers run on threads
 
 
 def main() -> None:
