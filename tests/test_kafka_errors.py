@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException
 
-from trpc_kafka._kafka_errors import describe, kafka_error_of, to_trpc_error
+from trpc_kafka._kafka_errors import describe, is_auth_failure, kafka_error_of, to_trpc_error
 from trpc_kafka._runtime import errors as codes
 
 
@@ -41,3 +41,37 @@ def test_kafka_error_of() -> None:
     assert kafka_error_of(KafkaException(err)) is err
     assert kafka_error_of(err) is err
     assert kafka_error_of(ValueError("x")) is None
+
+
+def test_auth_and_tls_failures() -> None:
+    for code in (
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    ):
+        err = KafkaError(code)
+        assert is_auth_failure(err)
+        assert to_trpc_error(err, "x").code == codes.RET_CLIENT_CONNECT_ERR
+        assert "authentication or TLS handshake failed" in describe(err)
+    # librdkafka reports some failed handshakes as a transport error in that state.
+    handshake = KafkaError(
+        KafkaError._TRANSPORT,
+        "ssl://127.0.0.1:9093/bootstrap: error:0A000086:SSL routines::certificate verify failed "
+        "(after 2ms in state SSL_HANDSHAKE)",
+    )
+    assert is_auth_failure(handshake)
+    assert "authentication or TLS handshake failed" in describe(handshake)
+    assert "reachable" not in describe(handshake)
+    refused = KafkaError(KafkaError._TRANSPORT, "Connection refused (after 0ms in state CONNECT)")
+    assert not is_auth_failure(refused)
+    assert describe(refused).endswith("(Is your cluster reachable?)")
+    # A broker that stops resets its connections, handshakes included: no verdict on them.
+    reset = KafkaError(
+        KafkaError._SSL,
+        "SSL handshake failed: Disconnected: connection reset by peer: connecting to a "
+        "PLAINTEXT broker listener? (after 33ms in state SSL_HANDSHAKE)",
+    )
+    assert not is_auth_failure(reset)
+    assert to_trpc_error(reset, "x").code == codes.RET_CLIENT_NETWORK_ERR
+    closed = KafkaError(KafkaError._TRANSPORT, "Disconnected (after 5ms in state AUTH_REQ)")
+    assert not is_auth_failure(closed)

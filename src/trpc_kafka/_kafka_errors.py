@@ -35,6 +35,13 @@ _AUTHORIZATION: Final = frozenset(
     }
 )
 _TIMEOUTS: Final = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT})
+# librdkafka reports some TLS and SASL failures as a transport error of a connection that was in
+# one of these states ("... (after 2ms in state SSL_HANDSHAKE)").
+_AUTH_STATES: Final = ("in state SSL_HANDSHAKE", "in state AUTH_")
+# A connection the broker closed, reset or refused proves nothing about credentials, even in a
+# handshake ("SSL handshake failed: Disconnected: connection reset by peer"): brokers do that
+# when they stop. Such errors keep their own text and are retried as usual.
+_DISCONNECTS: Final = ("disconnected", "connection reset", "closed by peer", "connection refused")
 
 
 def kafka_error_of(exc: BaseException | KafkaError) -> KafkaError | None:
@@ -50,6 +57,11 @@ def describe(err: KafkaError, topic: str | None = None) -> str:
     """librdkafka's text for ``err`` plus a hint that tells the user what to change."""
     code = err.code()
     text = err.str()
+    if is_auth_failure(err):
+        return (
+            f"{text}: authentication or TLS handshake failed; check mechanism, user, password "
+            f"and certificates"
+        )
     if code in _UNREACHABLE:
         return f"{text} (Is your cluster reachable?)"
     if code == KafkaError.INVALID_MSG:  # CorruptMessage: "does not match its CRC"
@@ -76,14 +88,20 @@ def describe(err: KafkaError, topic: str | None = None) -> str:
             else ""
         )
         return f"{text}: not authorized{subject}; check the user's ACLs"
-    if code in _AUTH:
-        return (
-            f"{text}: authentication or TLS handshake failed; check mechanism, user, password "
-            f"and certificates"
-        )
     if code in (KafkaError.MSG_SIZE_TOO_LARGE,):
         return f"{text}: the message exceeds maxMessageBytes (or the broker's message.max.bytes)"
     return text
+
+
+def is_auth_failure(err: KafkaError) -> bool:
+    """Whether ``err`` says authentication (SASL) or the TLS handshake failed."""
+    code = err.code()
+    if code not in _AUTH and code != KafkaError._TRANSPORT:
+        return False
+    text = err.str()
+    if any(word in text.lower() for word in _DISCONNECTS):
+        return False
+    return code in _AUTH or any(state in text for state in _AUTH_STATES)
 
 
 def trpc_code(err: KafkaError) -> int:
@@ -91,7 +109,7 @@ def trpc_code(err: KafkaError) -> int:
     code = err.code()
     if code in _TIMEOUTS:
         return codes.RET_CLIENT_TIMEOUT_ERR
-    if code in _AUTH:
+    if is_auth_failure(err):
         return codes.RET_CLIENT_CONNECT_ERR
     return codes.RET_CLIENT_NETWORK_ERR
 

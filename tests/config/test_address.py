@@ -35,7 +35,10 @@ REFERENCE_KEYS = {
 def test_every_reference_key_is_known() -> None:
     assert set(ADDRESS_KEYS) >= REFERENCE_KEYS
     # Ours, beyond the reference.
-    assert set(ADDRESS_KEYS) - REFERENCE_KEYS == {"deadLetterTopic"}
+    assert set(ADDRESS_KEYS) - REFERENCE_KEYS == {
+        "deadLetterTopic", "tlsCAFile", "tlsCertFile", "tlsKeyFile", "tlsKeyPassword",
+        "tlsVerifyHostname",
+    }  # fmt: skip
 
 
 def test_defaults_are_the_reference_defaults() -> None:

@@ -8,11 +8,17 @@ code (``get_default_config()`` then ``register_addr_config``) meet the same rule
 
 Values are percent-decoded (``%26`` is ``&``) so passwords may hold any character; ``+`` stays
 ``+``.
+
+Security: ``mechanism``/``user``/``password`` authenticate with SASL; ``protocol`` is the security
+protocol; the ``tls*`` keys configure TLS (CA bundle, client certificate and key, host name
+verification). Any ``tls*`` key implies TLS: ``protocol`` then defaults to SSL, or SASL_SSL with
+a ``mechanism``. Missing or contradicting pieces are ConfigErrors naming what is missing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +30,7 @@ from trpc_kafka._config.errors import ConfigError
 
 SCHEME: Final = "kafka://"
 RDKAFKA_PREFIX: Final = "rdkafka."
-SECRET_KEYS: Final = frozenset({"password"})
+SECRET_KEYS: Final = frozenset({"password", "tlsKeyPassword"})
 _REDACTED: Final = "******"
 
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
@@ -95,11 +101,16 @@ class KafkaConfig:
     metadata_refresh_frequency_s: int = 120
     metadata_full: bool = False
     metadata_allow_auto_topic_creation: bool = True
-    # Security (SASL).
+    # Security: SASL and TLS.
     user: str = ""
     password: str = field(default="", repr=False)
     mechanism: str = ""
-    protocol: str = ""
+    protocol: str = ""  # empty: PLAINTEXT, SASL_PLAINTEXT with a mechanism, *SSL with tls*
+    tls_ca_file: str = ""  # PEM CA bundle that verifies the brokers; empty: the system's
+    tls_cert_file: str = ""  # PEM client certificate (mTLS), with tls_key_file
+    tls_key_file: str = ""
+    tls_key_password: str = field(default="", repr=False)  # of an encrypted tls_key_file
+    tls_verify_hostname: bool = True
     # Service discovery.
     discover: str = ""
     namespace: str = ""
@@ -128,6 +139,27 @@ class KafkaConfig:
         return self.retry_interval_ms
 
     @property
+    def uses_tls(self) -> bool:
+        """Whether a ``tls*`` setting is made (so the connection must be TLS)."""
+        return bool(self._tls_keys_set())
+
+    def _tls_keys_set(self) -> list[str]:
+        return [
+            spec.key
+            for spec in _TLS_SPECS
+            if getattr(self, spec.field) != getattr(_DEFAULTS, spec.field)
+        ]
+
+    @property
+    def security_protocol(self) -> str:
+        """The effective security protocol: ``protocol``, else what the other keys imply."""
+        if self.protocol:
+            return self.protocol
+        if self.uses_tls:
+            return "SASL_SSL" if self.mechanism else "SSL"
+        return "SASL_PLAINTEXT" if self.mechanism else "PLAINTEXT"
+
+    @property
     def consumer_client_id(self) -> str:
         """A consumer left at the default client id uses its group name (reference)."""
         if self.client_id == DEFAULT_CLIENT_ID and self.group:
@@ -138,7 +170,7 @@ class KafkaConfig:
         fields = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "password":
+            if f.name in _SECRET_FIELDS:
                 value = _REDACTED if value else ""
             elif f.name == "rdkafka":
                 value = {
@@ -203,6 +235,66 @@ class KafkaConfig:
             raise ConfigError(
                 f"key 'mechanism' ({self.mechanism}) needs key 'password'", key="password"
             )
+        self._validate_protocol()
+        self._validate_tls_files()
+
+    def _validate_protocol(self) -> None:
+        protocol = self.protocol
+        if protocol.startswith("SASL_") and not self.mechanism:
+            raise ConfigError(
+                f"key 'protocol' ({protocol}) authenticates with SASL: it needs key 'mechanism' "
+                f"(SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN), key 'user' and key 'password'",
+                key="mechanism",
+            )
+        if self.mechanism and protocol and not protocol.startswith("SASL_"):
+            raise ConfigError(
+                f"key 'mechanism' ({self.mechanism}) needs a SASL protocol, but key 'protocol' "
+                f"is {protocol}; use SASL_SSL or SASL_PLAINTEXT (or leave 'protocol' out)",
+                key="protocol",
+                value=protocol,
+            )
+        if self.uses_tls and protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            given = ", ".join(self._tls_keys_set())
+            raise ConfigError(
+                f"key 'protocol' is {protocol}, which has no TLS, but TLS keys are set ({given});"
+                f" use {'SASL_SSL' if self.mechanism else 'SSL'} (or leave 'protocol' out: the "
+                f"TLS keys imply it)",
+                key="protocol",
+                value=protocol,
+            )
+
+    def _validate_tls_files(self) -> None:
+        if self.tls_cert_file and not self.tls_key_file:
+            raise ConfigError(
+                "key 'tlsCertFile' (the client certificate) needs key 'tlsKeyFile' (its private "
+                "key)",
+                key="tlsKeyFile",
+            )
+        if self.tls_key_file and not self.tls_cert_file:
+            raise ConfigError(
+                "key 'tlsKeyFile' (a client private key) needs key 'tlsCertFile' (its certificate)",
+                key="tlsCertFile",
+            )
+        if self.tls_key_password and not self.tls_key_file:
+            raise ConfigError(
+                "key 'tlsKeyPassword' needs key 'tlsKeyFile' (the encrypted private key) and "
+                "key 'tlsCertFile'",
+                key="tlsKeyFile",
+            )
+        for key, path in (
+            ("tlsCAFile", self.tls_ca_file),
+            ("tlsCertFile", self.tls_cert_file),
+            ("tlsKeyFile", self.tls_key_file),
+        ):
+            if not path:
+                continue
+            if not os.path.isfile(path):
+                what = "is not a file" if os.path.exists(path) else "does not exist"
+                raise ConfigError(f"key {key!r}: {path!r} {what}", key=key, value=path)
+            if not os.access(path, os.R_OK):
+                raise ConfigError(
+                    f"key {key!r}: {path!r} is not readable by this process", key=key, value=path
+                )
 
 
 def get_default_config() -> KafkaConfig:
@@ -440,6 +532,11 @@ _SPEC_LIST: Final = [
     _text("password", "password"),
     _optional_choice("mechanism", "mechanism", "SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"),
     _optional_choice("protocol", "protocol", "SASL_PLAINTEXT", "SASL_SSL", "SSL", "PLAINTEXT"),
+    _text("tlsCAFile", "tls_ca_file"),
+    _text("tlsCertFile", "tls_cert_file"),
+    _text("tlsKeyFile", "tls_key_file"),
+    _text("tlsKeyPassword", "tls_key_password"),
+    _bool("tlsVerifyHostname", "tls_verify_hostname"),
     _text("discover", "discover"),
     _text("namespace", "namespace"),
     _Spec(
@@ -457,6 +554,9 @@ _SPEC_LIST: Final = [
 
 _SPECS: Final[dict[str, _Spec]] = {s.key: s for s in _SPEC_LIST}
 ADDRESS_KEYS: Final = tuple(_SPECS)
+_SECRET_FIELDS: Final = frozenset(_SPECS[key].field for key in SECRET_KEYS)
+_TLS_SPECS: Final = tuple(s for s in _SPEC_LIST if s.key.startswith("tls"))
+_DEFAULTS: Final = KafkaConfig()
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -548,6 +648,9 @@ def parse_address(address: str) -> KafkaConfig:
                 key=key,
             )
         setattr(cfg, spec.field, spec.convert(spec, value))
+    if not cfg.protocol and any(spec.key in seen for spec in _TLS_SPECS):
+        # Any tls* key implies TLS, even tlsVerifyHostname=true alone.
+        cfg.protocol = "SASL_SSL" if cfg.mechanism else "SSL"
     cfg.brokers = [h.strip() for h in hosts_part.split(",")] if hosts_part.strip() else []
     if not cfg.brokers:
         raise ConfigError(
@@ -559,6 +662,7 @@ def parse_address(address: str) -> KafkaConfig:
     cfg.validate()
     if cfg.rdkafka:
         check_rdkafka_settings(cfg.rdkafka)
+    check_tls_files(cfg)
     return cfg
 
 
@@ -583,6 +687,39 @@ def check_rdkafka_settings(settings: Mapping[str, str]) -> None:
             ) from None
 
 
+def check_tls_files(cfg: KafkaConfig) -> None:
+    """Let librdkafka load the CA, certificate and key now (a wrong key password, a file that
+    is no PEM), with its own message, instead of failing at first use."""
+    if not (cfg.tls_ca_file or cfg.tls_cert_file):
+        return
+    from confluent_kafka import KafkaException, Producer
+
+    from trpc_kafka._config.rdkafka import tls_settings
+
+    settings = tls_settings(cfg)
+    try:
+        # No bootstrap servers: the instance never connects anywhere.
+        Producer({"security.protocol": "SSL", **settings, "log_level": 0})
+    except KafkaException as exc:
+        keys = [
+            spec.key
+            for spec in _TLS_SPECS
+            if spec.key != "tlsVerifyHostname" and getattr(cfg, spec.field)
+        ]
+        text = exc.args[0].str()
+        if cfg.tls_key_password:
+            text = text.replace(cfg.tls_key_password, _REDACTED)
+        if "ssl.key.location" in text:
+            text += (
+                " (the private key of tlsKeyFile cannot be read: it is no PEM key, or it is "
+                "encrypted and tlsKeyPassword is missing or wrong)"
+            )
+        raise ConfigError(
+            f"keys {', '.join(map(repr, keys))}: librdkafka cannot use the TLS files: {text}",
+            key=keys[0],
+        ) from None
+
+
 # -- configs registered in code --------------------------------------------------------
 
 _registered: dict[str, KafkaConfig] = {}
@@ -601,6 +738,7 @@ def register_addr_config(address: str, config: KafkaConfig) -> None:
         )
     if config.rdkafka:
         check_rdkafka_settings(config.rdkafka)
+    check_tls_files(config)
     with _registered_lock:
         _registered[strip_scheme(address)] = config.copy()
 

@@ -21,6 +21,13 @@ ASSIGNORS: Final = {"sticky": "cooperative-sticky", "range": "range", "roundrobi
 OFFSET_RESET: Final = {"newest": "latest", "oldest": "earliest"}
 ISOLATION: Final = {"ReadUncommitted": "read_uncommitted", "ReadCommitted": "read_committed"}
 
+# With SASL or TLS, reconnects start this far apart (librdkafka: 100 ms). A failed TLS handshake
+# takes milliseconds and librdkafka's re-bootstrap (KIP-899, on by default) starts every cycle
+# at the initial backoff again: at 100 ms a consumer with an untrusted certificate reconnected
+# ~20 times a second, at 1000 ms about twice. It bounds the first reconnect of a healthy client
+# after a broker restart as well. rdkafka.reconnect.backoff.ms overrides it.
+SECURED_RECONNECT_BACKOFF_MS: Final = 1000
+
 # Kafka's protocol request overhead on top of a fetch; librdkafka needs this much headroom.
 _RECEIVE_HEADROOM: Final = 512
 _LIBRDKAFKA_RECEIVE_DEFAULT: Final = 100_000_000
@@ -45,13 +52,32 @@ def _common(cfg: KafkaConfig, client_id: str) -> dict[str, Any]:
         settings["topic.metadata.refresh.fast.interval.ms"] = min(
             max(cfg.metadata_retry_backoff_ms, 1), 60_000
         )
+    protocol = cfg.security_protocol
+    if protocol != "PLAINTEXT" or cfg.protocol:
+        settings["security.protocol"] = protocol
     if cfg.mechanism:
-        settings["security.protocol"] = cfg.protocol or "SASL_PLAINTEXT"
         settings["sasl.mechanism"] = cfg.mechanism
         settings["sasl.username"] = cfg.user
         settings["sasl.password"] = cfg.password
-    elif cfg.protocol:
-        settings["security.protocol"] = cfg.protocol
+    if protocol.endswith("SSL"):
+        settings.update(tls_settings(cfg))
+    if protocol != "PLAINTEXT":
+        settings["reconnect.backoff.ms"] = SECURED_RECONNECT_BACKOFF_MS
+    return settings
+
+
+def tls_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """The ``ssl.*`` settings of the ``tls*`` keys (without ``security.protocol``)."""
+    settings: dict[str, Any] = {
+        "ssl.endpoint.identification.algorithm": "https" if cfg.tls_verify_hostname else "none"
+    }
+    if cfg.tls_ca_file:
+        settings["ssl.ca.location"] = cfg.tls_ca_file
+    if cfg.tls_cert_file:
+        settings["ssl.certificate.location"] = cfg.tls_cert_file
+        settings["ssl.key.location"] = cfg.tls_key_file
+    if cfg.tls_key_password:
+        settings["ssl.key.password"] = cfg.tls_key_password
     return settings
 
 

@@ -18,6 +18,14 @@ that thread ever calls ``poll``, so callbacks never run concurrently.
 Closing an entry (last proxy closed, :func:`close_all_producers`, or at interpreter exit) lets
 its delivery thread drain the queue within the bound, then purge what is left and report every
 purged message to its callback (error) or future (code 141); nothing vanishes.
+
+Authentication and TLS failures (wrong password, unknown user, untrusted certificate) do not
+make sends wait for their timeout: once librdkafka reports one (error callback), the delivery
+thread purges what is queued and keeps purging for ``AUTH_HOLD`` seconds after the last such
+report, so pending and new sends fail within a poll interval with that error (code 111,
+"authentication or TLS handshake failed"). librdkafka keeps reconnecting meanwhile, paced by
+``reconnect.backoff.ms`` (1 s for secured addresses, see ``rdkafka.py``); once a connection
+succeeds no failure is reported any more and sends go through again after the hold.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_brokers
 from trpc_kafka._config.rdkafka import producer_settings
-from trpc_kafka._kafka_errors import kafka_error_of, to_trpc_error
+from trpc_kafka._kafka_errors import is_auth_failure, kafka_error_of, to_trpc_error
 from trpc_kafka._producer.partitioner import RoundRobin
 from trpc_kafka._runtime.errors import (
     RET_CLIENT_ROUTE_ERR,
@@ -54,6 +62,13 @@ ATEXIT_FLUSH_TIMEOUT: Final = 5.0
 """How long the interpreter-exit hook waits for queued messages before purging them."""
 _PURGE_GRACE: Final = 2.0
 """Extra time a closing entry gets, after its drain bound, to purge and report."""
+AUTH_HOLD: Final = 5.0
+"""Seconds after an authentication or TLS failure during which sends fail with it at once."""
+_METADATA_SLICE: Final = 0.5
+"""A partition-count look-up waits in slices this long, to end early on an auth failure."""
+
+_delivery_thread = threading.local()
+"""``entry``: the ProducerEntry whose delivery thread this is (unset on other threads)."""
 
 ProducerFactory = Callable[[dict[str, Any]], Producer]
 _producer_factory: list[ProducerFactory] = [Producer]
@@ -70,9 +85,27 @@ def set_producer_factory(factory: ProducerFactory | None) -> None:
 
 def delivery_error(err: KafkaError, topic: str | None, operation: str) -> TrpcError:
     """The tRPC error for a failed delivery, with the KafkaException as its cause."""
+    if err.code() == KafkaError._PURGE_QUEUE:
+        err = _purge_cause(err)
     exc = to_trpc_error(err, operation, topic)
     exc.__cause__ = KafkaException(err)
     return exc
+
+
+def _purge_cause(err: KafkaError) -> KafkaError:
+    """Why a message was purged: the authentication failure of its producer, if any.
+
+    Reports of fire-and-forget sends are mapped on the delivery thread of their producer; a
+    blocking caller maps its own on its thread, so any producer failing authentication now
+    stands for the cause (a producer closing while another fails authentication is the one
+    case this can name the wrong cause for).
+    """
+    own: ProducerEntry | None = getattr(_delivery_thread, "entry", None)
+    for entry in (own,) if own is not None else live_entries():
+        cause = entry.auth_error
+        if cause is not None:
+            return cause
+    return err
 
 
 def _complete(done: list[_Done]) -> None:
@@ -131,6 +164,9 @@ class ProducerEntry:
         self.collect = collect
         """``on_delivery`` of an acked send, bound to its future with ``partial``."""
         self._closing_deadline: float | None = None
+        # The last authentication or TLS failure and until when sends fail with it at once.
+        self.auth_error: KafkaError | None = None
+        self._auth_until = 0.0
         self.finished = threading.Event()
         self._lock = threading.Lock()  # partition state only; never held while blocking
         self._partitions: dict[str, tuple[int, float]] = {}
@@ -151,6 +187,12 @@ class ProducerEntry:
         """Hand the completions of one poll to their loops: one wake-up per loop."""
         done = list(self._done)
         self._done.clear()
+        cause = self.auth_error
+        if cause is not None:  # purged because authentication fails: say so
+            done = [
+                (f, cause if e is not None and e.code() == KafkaError._PURGE_QUEUE else e, m)
+                for f, e, m in done
+            ]
         first_loop = done[0][0].get_loop()
         same = True
         for item in done:
@@ -167,10 +209,22 @@ class ProducerEntry:
             _call_soon(loop, items)
 
     def _on_error(self, err: KafkaError) -> None:
-        # librdkafka's client-level errors (all brokers down...): messages are still retried.
+        # librdkafka's client-level errors (all brokers down...): messages are still retried,
+        # except after an authentication or TLS failure (see the module docstring).
+        if is_auth_failure(err):
+            self.auth_error = err
+            self._auth_until = time.monotonic() + AUTH_HOLD
         log.warning("kafka producer %s: %s", self.label, to_trpc_error(err, "SendMessage").msg)
 
+    def _fail_fast(self) -> None:
+        """While authentication fails, fail what is queued (reported by the next poll)."""
+        if time.monotonic() >= self._auth_until:
+            self.auth_error = None  # the next send tries the broker again
+        elif len(self.producer):
+            self.producer.purge(True, False, False)  # queued only, without blocking
+
     def _run(self) -> None:
+        _delivery_thread.entry = self
         producer = self.producer
         poll = producer.poll
         try:
@@ -178,7 +232,14 @@ class ProducerEntry:
                 poll(POLL_INTERVAL)
                 if self._done:
                     self._dispatch()
+                if self.auth_error is not None:
+                    self._fail_fast()
             self._drain(self._closing_deadline)
+            if len(producer) == 0:
+                # Destroyed now, not whenever the garbage collector breaks the cycle through
+                # error_cb: until then librdkafka would keep reconnecting (with a wrong
+                # password, failing over and over). With nothing queued close() does not wait.
+                producer.close()
         except Exception:  # pragma: no cover - a bug; keep the thread's death visible
             log.exception("kafka producer %s: delivery thread failed", self.label)
         finally:
@@ -275,9 +336,11 @@ class ProducerEntry:
                 error = KafkaError(KafkaError._DESTROY, "producer closed")
                 break
             try:
-                md = self.producer.list_topics(topic, timeout=per_try)
+                md = self._metadata(topic, per_try)
             except KafkaException as exc:
                 error = kafka_error_of(exc)
+                if error is not None and is_auth_failure(error):
+                    break
                 continue
             meta = md.topics.get(topic)
             if meta is None:
@@ -302,6 +365,25 @@ class ProducerEntry:
                 job.future.set_result(stale[0])
             else:
                 job.future.set_exception(KafkaException(error))
+
+    def _metadata(self, topic: str, timeout: float) -> Any:
+        """``list_topics`` for ``topic``, ending early with the auth failure when one comes."""
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            cause = self.auth_error
+            if cause is not None:
+                raise KafkaException(cause)
+            try:
+                return self.producer.list_topics(topic, timeout=min(_METADATA_SLICE, left))
+            except RuntimeError:  # closed meanwhile ("Handle has been closed")
+                raise KafkaException(KafkaError(KafkaError._DESTROY, "producer closed")) from None
+            except KafkaException as exc:
+                if self.auth_error is not None:
+                    continue  # raised above
+                err = kafka_error_of(exc)
+                if err is None or err.code() != KafkaError._TIMED_OUT or left <= _METADATA_SLICE:
+                    raise
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, done: list[_Done]) -> None:
@@ -554,6 +636,7 @@ atexit.register(_at_exit)
 
 __all__ = [
     "ATEXIT_FLUSH_TIMEOUT",
+    "AUTH_HOLD",
     "ProducerEntry",
     "acquire",
     "acquire_async",

@@ -6,6 +6,7 @@ resolves out of Maven Central. One directory holds one cluster::
     DIR/state.json              pids, ports and bootstrap of the running cluster
     DIR/log4j2.properties       logging of every node (INFO into the node's log)
     DIR/node-<id>/server.properties, server.log, data/
+    DIR/credentials.json, DIR/tls/  a secured cluster's passwords and certificates (security.py)
 
 Every start formats fresh storage, so a cluster never carries topics over from an earlier run.
 Only the pids recorded in ``state.json`` are ever signalled, and only while their command line
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -40,10 +42,15 @@ from confluent_kafka.admin import AdminClient
 # Where it is defined: confluent_kafka.admin re-exports it without declaring it for mypy.
 from confluent_kafka.cimpl import NewTopic
 
+from trpc_kafka._tools import security
+from trpc_kafka._tools.security import Credentials
+from trpc_kafka._tools.tls import TlsError
+
 __all__ = [
     "DEFAULT_START_TIMEOUT",
     "BrokerError",
     "ClusterStatus",
+    "Credentials",
     "Listener",
     "LocalBroker",
     "NodeStatus",
@@ -194,7 +201,7 @@ class Listener:
     """One listener of a node. ``name`` is also its key in the security protocol map.
 
     The listener named ``CONTROLLER`` carries the KRaft quorum; the first other one is the
-    inter-broker listener and gives the bootstrap address.
+    inter-broker listener.
     """
 
     name: str
@@ -264,7 +271,10 @@ def _write_properties(path: Path, props: Mapping[str, str]) -> None:
             raise BrokerError(f"broker property {key}={value!r}: line breaks are not allowed")
         # The properties format treats a backslash as an escape.
         lines.append(f"{key}={value.replace(chr(92), chr(92) * 2)}\n")
-    path.write_text("".join(lines), encoding="utf-8")
+    # 0600: a secured cluster's file holds the PLAIN users' passwords.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("".join(lines))
 
 
 def _cluster_id() -> str:
@@ -396,9 +406,16 @@ class _Node:
 
     node_id: int
     pid: int
-    port: int
+    port: int  # what clients connect to (the bootstrap)
     controller_port: int
     home: str
+    # A secured cluster's PLAINTEXT inter-broker listener; 0: none (port is PLAINTEXT).
+    internal_port: int = 0
+
+    @property
+    def plain_port(self) -> int:
+        """A port that answers without credentials (readiness checks, ACL set-up)."""
+        return self.internal_port or self.port
 
     @property
     def config(self) -> Path:
@@ -428,6 +445,7 @@ class _State:
 
     nodes: list[_Node]
     ready: bool
+    protocol: str = "PLAINTEXT"
 
 
 @dataclass(frozen=True)
@@ -450,6 +468,8 @@ class ClusterStatus:
     ready: bool = False
     # Broker JVMs of this directory that state.json does not know (see processes_using).
     strays: tuple[int, ...] = ()
+    # The client listener's security protocol (PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL).
+    protocol: str = "PLAINTEXT"
 
     @property
     def running(self) -> bool:
@@ -462,6 +482,10 @@ class LocalBroker:
 
     ``start()`` returns the bootstrap servers (and starts nothing when the cluster already
     runs); ``stop()`` ends exactly the JVMs it started. Usable as a context manager.
+
+    ``sasl`` (``"scram"``: SCRAM-SHA-256 and SCRAM-SHA-512, or ``"plain"``) and ``tls`` secure
+    the listener clients use, with ACLs on and users admin, alice and bob whose passwords are
+    new on every start (see :mod:`trpc_kafka._tools.security`); :meth:`credentials` reads them.
     """
 
     def __init__(
@@ -471,14 +495,31 @@ class LocalBroker:
         brokers: int = 1,
         extra_properties: Mapping[str, str] | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        sasl: str | None = None,
+        tls: bool = False,
     ) -> None:
         if brokers < 1:
             raise BrokerError(f"brokers={brokers}: a cluster needs at least 1 broker")
+        if sasl is not None and sasl not in security.SASL_MECHANISMS:
+            raise BrokerError(
+                f"sasl={sasl!r}: allowed: {', '.join(map(repr, security.SASL_MECHANISMS))} or None"
+            )
         # Resolved, because the pid check compares it with the JVMs' command lines.
         self.directory = Path(directory if directory is not None else default_dir()).resolve()
         self.brokers = brokers
         self.extra_properties = dict(extra_properties or {})
         self.start_timeout = start_timeout
+        self.sasl = sasl
+        self.tls = tls
+
+    @property
+    def protocol(self) -> str:
+        """The security protocol of the listener clients use (PLAINTEXT when unsecured)."""
+        return security.protocol_of(self.sasl, self.tls)
+
+    def credentials(self) -> Credentials | None:
+        """Passwords and TLS files of the secured cluster last started here; None if unsecured."""
+        return security.read_credentials(self.directory)
 
     def __enter__(self) -> LocalBroker:
         self.start()
@@ -499,6 +540,11 @@ class LocalBroker:
             state = self._read_state()
             if state is not None:
                 if state.ready and all(node.running() for node in state.nodes):
+                    if state.protocol != self.protocol:
+                        raise BrokerError(
+                            f"a {state.protocol} cluster already runs in {self.directory}; "
+                            f"stop it first to start a {self.protocol} one there"
+                        )
                     log.debug("broker already running in %s", self.directory)
                     return _bootstrap(state.nodes)
                 # Remains of a crash or of an interrupted start: ours (pid check), so end them.
@@ -525,6 +571,8 @@ class LocalBroker:
                 return False
             _terminate(state.nodes)
             self._state_path.unlink(missing_ok=True)
+            # The passwords of a stopped cluster are of no use to anyone.
+            (self.directory / security.CREDENTIALS_FILE).unlink(missing_ok=True)
             return True
 
     def status(self) -> ClusterStatus:
@@ -541,6 +589,7 @@ class LocalBroker:
             nodes=nodes,
             ready=state.ready,
             strays=strays,
+            protocol=state.protocol,
         )
 
     # --- internals ---
@@ -563,7 +612,11 @@ class LocalBroker:
     def _read_state(self) -> _State | None:
         try:
             raw: Any = json.loads(self._state_path.read_text(encoding="utf-8"))
-            return _State([_Node(**node) for node in raw["nodes"]], ready=bool(raw["ready"]))
+            return _State(
+                [_Node(**node) for node in raw["nodes"]],
+                ready=bool(raw["ready"]),
+                protocol=str(raw.get("protocol", "PLAINTEXT")),
+            )
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -576,6 +629,7 @@ class LocalBroker:
         data = {
             "brokers": len(nodes),
             "bootstrap": _bootstrap(nodes),
+            "protocol": self.protocol,
             "ready": ready,
             "nodes": [asdict(node) for node in nodes],
         }
@@ -584,38 +638,65 @@ class LocalBroker:
     def _launch(self, java: str, classpath: str) -> str:
         began = time.monotonic()
         deadline = began + self.start_timeout
-        ports = _free_ports(2 * self.brokers)
-        plan = [(i + 1, ports[2 * i], ports[2 * i + 1]) for i in range(self.brokers)]
-        voters = {node_id: controller_port for node_id, _, controller_port in plan}
+        creds = self._new_credentials()
+        # Per node: the client port, the controller port, and a secured cluster's internal one.
+        per_node = 2 if creds is None else 3
+        ports = _free_ports(per_node * self.brokers)
+        plan = [
+            _Node(
+                node_id=i + 1,
+                pid=0,
+                port=ports[per_node * i],
+                controller_port=ports[per_node * i + 1],
+                home=str(self.directory / f"node-{i + 1}"),
+                internal_port=0 if creds is None else ports[per_node * i + 2],
+            )
+            for i in range(self.brokers)
+        ]
+        voters = {node.node_id: node.controller_port for node in plan}
         log4j = self.directory / "log4j2.properties"
         shutil.copyfile(_LOG4J2, log4j)
 
+        extra: dict[str, str] = {}
+        if creds is not None:
+            extra.update(security.listener_properties(creds))
+        extra.update(self.extra_properties)
         homes: list[Path] = []
-        for node_id, port, controller_port in plan:
-            home = self.directory / f"node-{node_id}"
+        for node in plan:
+            home = Path(node.home)
             shutil.rmtree(home, ignore_errors=True)
             (home / "data").mkdir(parents=True)
             props = server_properties(
-                node_id=node_id,
-                listeners=[Listener("PLAINTEXT", port), Listener(CONTROLLER, controller_port)],
+                node_id=node.node_id,
+                listeners=_listeners(node, self.protocol),
                 voters=voters,
                 data_dir=home / "data",
                 brokers=self.brokers,
-                extra=self.extra_properties,
+                extra=extra,
             )
             _write_properties(home / "server.properties", props)
             homes.append(home)
 
         nodes: list[_Node] = []
         try:
-            _format(java, classpath, log4j, homes, deadline=deadline, timeout=self.start_timeout)
-            for (node_id, port, controller_port), home in zip(plan, homes, strict=True):
+            _format(
+                java,
+                classpath,
+                log4j,
+                homes,
+                deadline=deadline,
+                timeout=self.start_timeout,
+                extra_args=[] if creds is None else security.scram_format_args(creds),
+            )
+            for node, home in zip(plan, homes, strict=True):
                 pid = _spawn(java, classpath, log4j, home)
-                nodes.append(_Node(node_id, pid, port, controller_port, str(home)))
+                nodes.append(dataclasses.replace(node, pid=pid))
                 # Recorded at once: `stop` can end the JVMs even if this process dies now.
                 self._write_state(nodes, ready=False)
             log.info("waiting for %d node(s) in %s", len(nodes), self.directory)
             _wait_ready(nodes, deadline, self.start_timeout)
+            if creds is not None:
+                _secure_ready(nodes, creds, deadline, self.start_timeout)
             self._write_state(nodes, ready=True)
         except BaseException:
             _terminate(nodes)
@@ -623,6 +704,65 @@ class LocalBroker:
             raise
         log.info("ready in %.1f s", time.monotonic() - began)
         return _bootstrap(nodes)
+
+    def _new_credentials(self) -> Credentials | None:
+        """A secured start's new passwords and certificates (``credentials.json``); else None."""
+        (self.directory / security.CREDENTIALS_FILE).unlink(missing_ok=True)
+        if self.sasl is None and not self.tls:
+            return None
+        try:
+            return security.new_credentials(self.directory, self.sasl, self.tls)
+        except TlsError as exc:
+            raise BrokerError(f"cannot make the certificates of the TLS listener: {exc}") from None
+
+
+def _listeners(node: _Node, protocol: str) -> list[Listener]:
+    if not node.internal_port:
+        return [Listener("PLAINTEXT", node.port), Listener(CONTROLLER, node.controller_port)]
+    # The internal listener first: it carries inter-broker traffic.
+    return [
+        Listener(security.INTERNAL_LISTENER, node.internal_port),
+        Listener(security.CLIENT_LISTENER, node.port, protocol),
+        Listener(CONTROLLER, node.controller_port),
+    ]
+
+
+def _secure_ready(
+    nodes: Sequence[_Node], creds: Credentials, deadline: float, timeout: float
+) -> None:
+    """Grant alice her ACLs, then wait until each node's secured listener lets admin in."""
+    try:
+        security.grant_acls([f"{HOST}:{node.internal_port}" for node in nodes], deadline)
+    except (KafkaException, TimeoutError) as exc:
+        node = nodes[0]
+        raise BrokerError(
+            f"could not set up the ACLs of the secured cluster within {timeout:g} s: {exc}; "
+            f"log: {node.log}\n{_excerpt(node.log)}"
+        ) from None
+    settings: dict[str, str | int | float] = {
+        **creds.client_settings(),
+        "log_level": 0,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 250,
+    }
+    for node in nodes:
+        errors: list[str] = []
+        admin = AdminClient(
+            {**settings, "bootstrap.servers": f"{HOST}:{node.port}"},
+            error_cb=lambda err, seen=errors: seen.append(err.str()),
+        )
+        while True:
+            try:
+                admin.list_topics(timeout=1.0)
+                break
+            except KafkaException as exc:
+                errors.append(str(exc))
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"the {creds.protocol} listener of node {node.node_id} (port {node.port}) "
+                    f"did not let admin in within {timeout:g} s (last error: "
+                    f"{errors[-1] if errors else 'none'}); log: {node.log}\n{_excerpt(node.log)}"
+                )
 
 
 def _bootstrap(nodes: Sequence[_Node]) -> str:
@@ -648,6 +788,7 @@ def _format(
     *,
     deadline: float,
     timeout: float,
+    extra_args: Sequence[str] = (),
 ) -> None:
     # One StorageTool per node, all at once: each is a JVM start of about a second.
     cluster_id = _cluster_id()
@@ -662,6 +803,7 @@ def _format(
                 cluster_id,
                 "-c",
                 str(home / "server.properties"),
+                *extra_args,
             ]
             with open(home / "server.log", "ab") as out:
                 proc = subprocess.Popen(
@@ -717,7 +859,7 @@ def _wait_ready(nodes: Sequence[_Node], deadline: float, timeout: float) -> None
     admins = {
         node.node_id: AdminClient(
             {
-                "bootstrap.servers": f"{HOST}:{node.port}",
+                "bootstrap.servers": f"{HOST}:{node.plain_port}",
                 "log_level": 0,
                 # Retry soon: the default backoff grows to 10 s while the JVM is not up yet.
                 "reconnect.backoff.ms": 50,
@@ -733,7 +875,9 @@ def _wait_ready(nodes: Sequence[_Node], deadline: float, timeout: float) -> None
             for node in nodes:
                 if not node.running():
                     _raise_exited(node)
-            pending = [n for n in pending if not _answers(admins[n.node_id], n.port, len(nodes))]
+            pending = [
+                n for n in pending if not _answers(admins[n.node_id], n.plain_port, len(nodes))
+            ]
             if not pending:
                 return
             if time.monotonic() > deadline:
@@ -804,13 +948,16 @@ def create_topic(
     replication_factor: int = 1,
     config: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    client_settings: Mapping[str, str] | None = None,
 ) -> None:
     """Create a topic and return once every partition has a leader.
 
     ``create_topics`` completes when the controller accepted the topic; producers and consumers
     need the leaders in the metadata the brokers serve, which comes a little later.
+    ``client_settings`` are added to the admin client's (a secured cluster's
+    ``credentials().client_settings()``).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({**(client_settings or {}), "bootstrap.servers": bootstrap})
     spec = NewTopic(
         name,
         num_partitions=partitions,

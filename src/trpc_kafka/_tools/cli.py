@@ -2,6 +2,8 @@
 
 ``trpc-kafka broker start|stop|status`` runs the local Apache Kafka cluster. ``start`` prints
 the bootstrap servers as the last line of stdout, so scripts take them with ``tail -n 1``.
+``start --sasl scram|plain`` and/or ``--tls`` secure the listener clients use; the users'
+passwords (new on every start) go to stderr and to ``DIR/credentials.json``, never to stdout.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+from trpc_kafka._tools import security
 from trpc_kafka._tools.broker import (
     DEFAULT_START_TIMEOUT,
     BrokerError,
@@ -52,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_START_TIMEOUT,
         help=f"seconds to wait for readiness (default: {DEFAULT_START_TIMEOUT:g})",
     )
+    start.add_argument(
+        "--sasl",
+        choices=sorted(security.SASL_MECHANISMS),
+        help="require SASL on the client listener: scram (SCRAM-SHA-256 and SCRAM-SHA-512) or "
+        "plain; users admin (super user), alice and bob, ACLs on",
+    )
+    start.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS on the client listener, with a CA and certificates made for this run",
+    )
     start.set_defaults(handler=_start)
 
     stop = actions.add_parser("stop", help="stop the cluster started in --dir")
@@ -67,9 +82,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _start(args: argparse.Namespace) -> int:
-    broker = LocalBroker(args.dir, brokers=args.brokers, start_timeout=args.timeout)
+    broker = LocalBroker(
+        args.dir,
+        brokers=args.brokers,
+        start_timeout=args.timeout,
+        sasl=args.sasl,
+        tls=args.tls,
+    )
     current = broker.status()
-    if current.running:
+    if current.running and current.protocol == broker.protocol:
         # Reported, never restarted: other shells may be using it.
         print(f"broker already running in {broker.directory} ({len(current.nodes)} node(s))")
     bootstrap = broker.start()
@@ -77,8 +98,41 @@ def _start(args: argparse.Namespace) -> int:
         print(f"started {broker.brokers} node(s) in {broker.directory}")
         for node in broker.status().nodes:
             print(f"node {node.node_id}: pid {node.pid}, port {node.port}, log {node.log}")
+    creds = broker.credentials()
+    if creds is not None:
+        print(_security_line(creds.protocol, broker.directory))
+        _print_credentials(creds, bootstrap)
     print(bootstrap)
     return 0
+
+
+def _security_line(protocol: str, directory: Path) -> str:
+    return f"security: {protocol} (credentials: {directory / security.CREDENTIALS_FILE})"
+
+
+def _print_credentials(creds: security.Credentials, bootstrap: str) -> None:
+    """Passwords go to stderr only: stdout is often captured into CI logs and scripts."""
+    lines = []
+    if creds.sasl:
+        lines.append(f"SASL mechanisms: {', '.join(creds.mechanisms)}")
+        roles = {
+            security.SUPER_USER: "super user",
+            security.ALLOWED_USER: f"topics and groups named {creds.allowed_prefix}*",
+            "bob": "no permissions",
+        }
+        for user, password in creds.passwords.items():
+            lines.append(f"  user {user} ({roles.get(user, '')}): password {password}")
+    if creds.tls:
+        lines.append(f"CA for clients (tlsCAFile): {creds.ca_file}")
+        if not creds.sasl:
+            lines.append(
+                f"client certificate of {security.ALLOWED_USER} (tlsCertFile/tlsKeyFile): "
+                f"{creds.client_cert_file} {creds.client_key_file}, key password "
+                f"{creds.client_key_password}"
+            )
+    demo = f"{creds.allowed_prefix}demo"
+    lines.append(f"address: {bootstrap}?topics={demo}&group={demo}&{creds.address_keys()}")
+    print("\n".join(f"{PROG}: {line}" for line in lines), file=sys.stderr)
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -99,6 +153,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"node {node.node_id}: pid {node.pid}, port {node.port}, {state}, log {node.log}")
     for pid in current.strays:
         print(f"stray broker JVM (not recorded in state.json): pid {pid}")
+    if current.nodes and current.protocol != "PLAINTEXT":
+        print(_security_line(current.protocol, current.directory))
     if current.running:
         print(current.bootstrap)
         return 0
