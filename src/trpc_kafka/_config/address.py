@@ -174,7 +174,7 @@ class KafkaConfig:
                 value = _REDACTED if value else ""
             elif f.name == "rdkafka":
                 value = {
-                    k: (_REDACTED if _is_secret_rdkafka_key(k) else v) for k, v in value.items()
+                    k: (_REDACTED if is_secret_setting(k) else v) for k, v in value.items()
                 }
             fields.append(f"{f.name}={value!r}")
         return f"KafkaConfig({', '.join(fields)})"
@@ -591,7 +591,7 @@ def redact_address(address: str) -> str:
     def hide(m: re.Match[str]) -> str:
         key = m.group(1)
         if key in SECRET_KEYS or (
-            key.startswith(RDKAFKA_PREFIX) and _is_secret_rdkafka_key(key[len(RDKAFKA_PREFIX) :])
+            key.startswith(RDKAFKA_PREFIX) and is_secret_setting(key[len(RDKAFKA_PREFIX) :])
         ):
             return f"{m.group(0)[: m.start(2) - m.start(0)]}{_REDACTED}"
         return m.group(0)
@@ -599,7 +599,8 @@ def redact_address(address: str) -> str:
     return re.sub(r"(?<=[?&])([^=&]+)=([^&]*)", hide, address)
 
 
-def _is_secret_rdkafka_key(name: str) -> bool:
+def is_secret_setting(name: str) -> bool:
+    """Whether a librdkafka property holds a secret (its value is never shown)."""
     return any(
         word in name for word in ("password", "secret", "key.pem", "sasl.oauthbearer.config")
     )
@@ -679,7 +680,7 @@ def check_rdkafka_settings(settings: Mapping[str, str]) -> None:
             # No bootstrap servers: the instance never connects anywhere.
             Producer({name: value, "logger": quiet})
         except KafkaException as exc:
-            shown = _REDACTED if _is_secret_rdkafka_key(name) else value
+            shown = _REDACTED if is_secret_setting(name) else value
             raise ConfigError(
                 f"key {RDKAFKA_PREFIX + name!r} (value {shown!r}) rejected by librdkafka: "
                 f"{exc.args[0].str()}",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from trpc_kafka._config.address import KafkaConfig, resolve_brokers
+from trpc_kafka._config.address import KafkaConfig, is_secret_setting, resolve_brokers
 
 # Sarama's sticky is an eager protocol librdkafka does not implement; librdkafka's sticky
 # assignor is the cooperative (incremental) one. Members of one group must agree on the
@@ -147,3 +147,8 @@ def consumer_settings(cfg: KafkaConfig) -> dict[str, Any]:
     )
     settings.update(cfg.rdkafka)
     return settings
+
+
+def redact_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """librdkafka settings fit to show: secret values (passwords, keys) replaced."""
+    return {k: ("******" if v and is_secret_setting(k) else v) for k, v in settings.items()}

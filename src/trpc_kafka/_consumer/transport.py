@@ -32,7 +32,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_address
 from trpc_kafka._config.errors import ConfigError
-from trpc_kafka._config.rdkafka import consumer_settings
+from trpc_kafka._config.rdkafka import consumer_settings, redact_settings
 from trpc_kafka._consumer.dead_letter import DeadLetterSender
 from trpc_kafka._consumer.limiter import TokenBucket
 from trpc_kafka._consumer.partition import (
@@ -169,7 +169,7 @@ class KafkaServiceTransport:
         settings = consumer_settings(cfg)
         settings["error_cb"] = self._on_error
         settings["logger"] = rdkafka_logger
-        self.settings = {k: ("******" if _is_secret(k) and v else v) for k, v in settings.items()}
+        self.settings = redact_settings(settings)
         try:
             consumer = create_consumer(settings)
         except KafkaException as exc:
@@ -741,9 +741,6 @@ class KafkaServiceTransport:
                 )
             )
 
-
-def _is_secret(key: str) -> bool:
-    return any(word in key for word in ("password", "secret", "key.pem", "oauthbearer.config"))
 
 
 def _set_done(done: asyncio.Future[None]) -> None:
