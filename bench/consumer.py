@@ -34,10 +34,8 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,22 +195,6 @@ def run_child(args: argparse.Namespace) -> int:
 # -- parent ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from trpc_kafka._tools.broker import LocalBroker
-
-    with tempfile.TemporaryDirectory(prefix="trpc-kafka-bench-") as tmp:
-        broker = LocalBroker(tmp)
-        started = broker.start()
-        try:
-            yield started
-        finally:
-            broker.stop()
-
-
 def preload(bootstrap: str, n: int) -> str:
     from confluent_kafka import Producer
 
@@ -269,8 +251,10 @@ def _spawn(variant: str, bootstrap: str, topic: str, args: argparse.Namespace) -
 
 
 def run_parent(args: argparse.Namespace) -> int:
+    from trpc_kafka._tools.broker import broker_or_temporary
+
     variants = [v for v in args.variants.split(",") if v]
-    with _broker(args.bootstrap) as bootstrap:
+    with broker_or_temporary(args.bootstrap) as bootstrap:
         started = time.perf_counter()
         topic = preload(bootstrap, args.messages)
         print(f"pre-loaded {args.messages} messages in {time.perf_counter() - started:.1f}s")

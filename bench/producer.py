@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ from trpc_kafka._config.address import parse_address
 from trpc_kafka._config.rdkafka import producer_settings
 from trpc_kafka._producer import new_client_proxy
 from trpc_kafka._producer.pool import close_all_producers
+from trpc_kafka._tools.broker import broker_or_temporary
 
 VALUE = b"x" * 100
 PARTITIONS = 6
@@ -255,22 +254,6 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(at(0.50), 3), "p99_ms": round(at(0.99), 3), "n": len(ordered)}
 
 
-@contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from trpc_kafka._tools.broker import LocalBroker
-
-    with tempfile.TemporaryDirectory(prefix="trpc-kafka-bench-") as tmp:
-        broker = LocalBroker(tmp)
-        started = broker.start()
-        try:
-            yield started
-        finally:
-            broker.stop()
-
-
 def _new_topic(bootstrap: str) -> str:
     from trpc_kafka._tools.broker import create_topic
 
@@ -406,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    with _broker(args.bootstrap) as bootstrap:
+    with broker_or_temporary(args.bootstrap) as bootstrap:
         result = asyncio.run(run(args, bootstrap))
     if not args.only:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -940,6 +940,21 @@ def _wait_gone(nodes: Sequence[_Node], seconds: float) -> list[_Node]:
 # --- using a cluster -----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def broker_or_temporary(bootstrap: str | None = None) -> Iterator[str]:
+    """``bootstrap`` if given, else a 1-node broker in a temporary directory for the block."""
+    if bootstrap:
+        yield bootstrap
+        return
+    with tempfile.TemporaryDirectory(prefix="trpc-kafka-") as tmp:
+        broker = LocalBroker(tmp)
+        started = broker.start()
+        try:
+            yield started
+        finally:
+            broker.stop()
+
+
 def create_topic(
     bootstrap: str,
     name: str,
