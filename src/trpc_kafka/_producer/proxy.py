@@ -183,6 +183,47 @@ def _enqueue_error(exc: KafkaException, topic: str, op: str) -> TrpcError:
     return delivery_error(err, topic, op)
 
 
+def _room_pause(deadline: float | None, delay: float, op: str) -> float:
+    """How long to wait for room in a full queue; a timeout error once the deadline passed."""
+    if deadline is None:
+        return delay
+    left = deadline - _monotonic()
+    if left <= 0:
+        raise _timeout(op, _QUEUE_FULL)
+    return min(delay, left)
+
+
+def _try_produce(  # noqa: PLR0917 - the produce() arguments, in its order
+    entry: ProducerEntry,
+    op: str,
+    topic: str,
+    value: Payload,
+    key: Payload,
+    partition: int,
+    on_delivery: Callable[[KafkaError | None, Message], None],
+    timestamp: int,
+    headers: Any,
+) -> bool:
+    """Queue one message (the queue-full retry path); False while librdkafka's queue is full."""
+    try:
+        entry.producer.produce(
+            topic,
+            value,
+            key,
+            partition=partition,
+            on_delivery=on_delivery,
+            timestamp=timestamp,
+            headers=headers,
+        )
+    except BufferError:
+        return False
+    except KafkaException as exc:
+        raise _enqueue_error(exc, topic, op) from None
+    except TypeError:
+        raise payload_problem(topic, key, value, headers) from None
+    return True
+
+
 class _SyncWaiter:
     """``on_delivery`` of a blocking acked send: the delivery thread releases the lock."""
 
@@ -784,37 +825,17 @@ class ClientProxy:
         """librdkafka's queue is full: retry as the delivery thread makes room, until deadline."""
         delay = 0.0005
         while True:
-            if deadline is None:
-                pause = delay
-            else:
-                left = deadline - _monotonic()
-                if left <= 0:
-                    raise _timeout(op, _QUEUE_FULL)
-                pause = min(delay, left)
             try:
-                await asyncio.sleep(pause)
+                await asyncio.sleep(_room_pause(deadline, delay, op))
             except asyncio.CancelledError:
                 raise _canceled(op) from None
             delay = min(delay * 2, 0.01)
             if entry.closed:
                 raise _closed_error(op)
-            try:
-                entry.producer.produce(
-                    topic,
-                    value,
-                    key,
-                    partition=partition,
-                    on_delivery=on_delivery,
-                    timestamp=timestamp,
-                    headers=headers,
-                )
+            if _try_produce(
+                entry, op, topic, value, key, partition, on_delivery, timestamp, headers
+            ):
                 return
-            except BufferError:
-                continue
-            except KafkaException as exc:
-                raise _enqueue_error(exc, topic, op) from None
-            except TypeError:
-                raise payload_problem(topic, key, value, headers) from None
 
     def _send_acked_blocking(  # noqa: PLR0917 - positional on purpose: hot path
         self,
@@ -908,32 +929,10 @@ class ClientProxy:
         headers: Any,  # Headers | None; a list or dict once checked
     ) -> None:
         delay = 0.0005
-        while True:
-            try:
-                entry.producer.produce(
-                    topic,
-                    value,
-                    key,
-                    partition=partition,
-                    on_delivery=on_delivery,
-                    timestamp=timestamp,
-                    headers=headers,
-                )
-                return
-            except BufferError:
-                pass
-            except KafkaException as exc:
-                raise _enqueue_error(exc, topic, op) from None
-            except TypeError:
-                raise payload_problem(topic, key, value, headers) from None
-            if deadline is None:
-                pause = delay
-            else:
-                left = deadline - _monotonic()
-                if left <= 0:
-                    raise _timeout(op, _QUEUE_FULL)
-                pause = min(delay, left)
-            time.sleep(pause)
+        while not _try_produce(
+            entry, op, topic, value, key, partition, on_delivery, timestamp, headers
+        ):
+            time.sleep(_room_pause(deadline, delay, op))
             delay = min(delay * 2, 0.01)
             if entry.closed:
                 raise _closed_error(op)
