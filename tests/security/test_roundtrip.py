@@ -46,16 +46,25 @@ async def test_plain(sasl_plaintext: Secured) -> None:
 
 async def test_the_protocol_is_implied(sasl_ssl: Secured, sasl_plaintext: Secured) -> None:
     # No protocol key: tlsCAFile implies SASL_SSL, a mechanism alone SASL_PLAINTEXT.
-    address = sasl_ssl.address(mechanism="SCRAM-SHA-512").replace("protocol=SASL_SSL&", "")
+    address = _without(sasl_ssl.address(mechanism="SCRAM-SHA-512"), "protocol=SASL_SSL&")
     await round_trip(sasl_ssl, sasl_ssl.new_topic("implied-tls"), address, count=1)
-    address = sasl_plaintext.address().replace("protocol=SASL_PLAINTEXT&", "")
+    address = _without(sasl_plaintext.address(), "protocol=SASL_PLAINTEXT&")
     await round_trip(sasl_plaintext, sasl_plaintext.new_topic("implied"), address, count=1)
+
+
+def _without(address: str, part: str) -> str:
+    """``address`` with ``part`` removed; fails if it was not there (or the test re-tests)."""
+    assert part in address, f"{part!r} not in {address!r}"
+    result = address.replace(part, "")
+    assert "protocol=" not in result
+    return result
 
 
 async def test_tls_alone_verifying_the_broker_name(ssl: Secured) -> None:
     assert ssl.creds.protocol == "SSL"
     topic = ssl.new_topic("tls")
     # The certificate names 127.0.0.1 and localhost; the host name is verified by default.
+    assert "127.0.0.1" in ssl.address()
     address = ssl.address().replace("127.0.0.1", "localhost", 1)
     assert "tlsCAFile=" in address and "tlsVerifyHostname" not in address
     await round_trip(ssl, topic, address)
