@@ -140,7 +140,7 @@ def test_rdkafka_pass_through() -> None:
 @pytest.mark.parametrize(
     ("address", "fragment"),
     [
-        ("h:1?async=yes", "invalid value 'yes' for key 'async'; allowed: true or false"),
+        ("h:1?async=yes", "invalid value 'yes' for key 'async'; allowed: 1 (asynchronous) or 0"),
         ("h:1?foo=1", "unknown key 'foo'; allowed keys: clientid,"),
         ("h:1?topic=", "key 'topic' has an empty value"),
         ("h:1?compression=brotli", "'brotli' for key 'compression'; allowed: none | gzip"),

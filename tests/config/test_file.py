@@ -131,13 +131,13 @@ def test_trpc_go_file_client(trpc_go: FileConfig) -> None:
 def test_reprs_hide_secrets(trpc_go: FileConfig) -> None:
     text = repr(trpc_go)
     assert "s3cr$t" not in text
-    assert "'password': '***'" in text
+    assert "'password': '******'" in text
     cfg = ServiceConfig(name="s", address="h:9092?user=u&password=hunter2&topics=t")
     assert "hunter2" not in repr(cfg)
-    assert "password=***&topics=t" in repr(cfg)
-    assert redact("sasl://bob:hunter2@host:9092") == "sasl://bob:***@host:9092"
+    assert "password=******&topics=t" in repr(cfg)
+    assert redact("sasl://bob:hunter2@host:9092") == "sasl://bob:******@host:9092"
     assert redact({"db": {"sasl_password": "x", "user": "u"}}) == {
-        "db": {"sasl_password": "***", "user": "u"}
+        "db": {"sasl_password": "******", "user": "u"}
     }
 
 

@@ -36,30 +36,18 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.secrets import MASK, is_secret_key, redact_text
 
 DEFAULT_MAX_CLOSE_WAIT_MS: Final = 10_000
 """Default bound of the graceful close, as tRPC-Go's ``MaxCloseWaitTime``."""
 
 DEFAULT_CONFIG_PATH: Final = "./trpc_python.yaml"
 
-# Keys whose values are secrets: never shown in error messages or reprs.
-_SECRET_KEY: Final = re.compile(r"pass(?:word|wd)|pwd|secret|token|credential", re.IGNORECASE)
-# The same inside strings: query parameters (Kafka addresses carry ``password=``) and URL userinfo.
-_SECRET_PARAM: Final = re.compile(
-    r"((?:pass(?:word|wd)|pwd|secret|token|credential)[\w.\-]*=)[^&\s]*", re.IGNORECASE
-)
-_URL_USERINFO: Final = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
-
 # tRPC-Go's expandenv: ``${NAME}`` only; a space, newline or quote before ``}`` means no match.
 _ENV_REF: Final = re.compile(r'\$\{([^} \n"]*)\}')
 
 _NULL_TAG: Final = "tag:yaml.org,2002:null"
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a key's value must be hidden (``password``, ``sasl_password``, ``token``...)."""
-    return _SECRET_KEY.search(key) is not None
 
 
 def redact(value: Any, key: str | None = None) -> Any:
@@ -69,9 +57,9 @@ def redact(value: Any, key: str | None = None) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v, key) for v in value)
     if key is not None and is_secret_key(key) and value is not None:
-        return "***"
+        return MASK
     if isinstance(value, str):
-        return _URL_USERINFO.sub(r"\1***@", _SECRET_PARAM.sub(r"\1***", value))
+        return redact_text(value)
     return value
 
 
