@@ -84,6 +84,7 @@ def test_trpc_go_file_server(trpc_go: FileConfig) -> None:
         # Server-level first, then the service's own, duplicates dropped (tRPC-Go's order).
         filters=("simpledebuglog", "recovery", "validation"),
         line=25,
+        address_line=26,
         extra={},
     )
     assert greeter.protocol == "trpc"
@@ -117,6 +118,7 @@ def test_trpc_go_file_client(trpc_go: FileConfig) -> None:
         extra={},
         callee="trpc.test.helloworld.producer",
         namespace="Development",
+        target_line=46,
     )
     greeter = trpc_go.client_service("trpc.test.helloworld.Greeter")  # found by callee
     assert greeter is not None
@@ -159,9 +161,9 @@ def test_section_defaults_apply_to_services() -> None:
               protocol: kafka
               timeout: 500
               service:
-                - {name: a}
+                - {name: a, address: "127.0.0.1:9092?topics=t&group=g"}
                 - {name: b, timeout: 0, protocol: other}
-                - {name: c, timeout: 20}
+                - {name: c, timeout: 20, address: "127.0.0.1:9092?topics=t&group=g"}
             client:
               protocol: kafka
               service:
@@ -189,6 +191,7 @@ def test_merge_keys_and_anchors() -> None:
                 - <<: *base
                   name: a
                   timeout: 400
+                  address: 127.0.0.1:9092?topics=t&group=g
             """
         )
     )
@@ -242,8 +245,8 @@ BROKEN = [
     # (id, file text, key path, line, message fragment)
     ("yaml-indent", "server:\n  app: test\n   server: x\n", None, 3, "mapping values are not"),
     ("yaml-flow", "server:\n  filter: [a, b\n  app: x\n", None, 3, "expected ',' or ']'"),
-    ("yaml-tab", "server:\n\tapp: x\n", None, 2, "found character '\\t'"),
-    ("yaml-alias", "server:\n  app: *nope\n", None, 2, "undefined alias 'nope'"),
+    ("yaml-tab", "server:\n\tapp: x\n", None, 2, "cannot start any token"),
+    ("yaml-alias", "server:\n  app: *nope\n", None, 2, "undefined alias"),
     ("yaml-two-docs", "a: 1\n---\nb: 2\n", None, 2, "expected a single document"),
     ("top-level-list", "- server\n- client\n", None, 1, "must be a mapping with global"),
     ("top-level-scalar", "hello\n", None, 1, "must be a mapping with global"),

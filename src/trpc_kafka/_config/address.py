@@ -185,18 +185,23 @@ class KafkaConfig:
 
     def validate(self) -> None:
         """Check ranges and combinations; raises ConfigError naming the key and the value."""
-        for spec in _SPEC_LIST:
+        self._validate(_SPEC_DEFAULTS)
+
+    def _validate(self, specs: Sequence[tuple[_Spec, Any]]) -> None:
+        """``validate`` with the per-key checks of ``specs`` (the parser: the keys it set)."""
+        for spec, default in specs:
             value = getattr(self, spec.field)
+            if value is default or (type(value) is type(default) and value == default):
+                continue  # a default is valid; skipping it keeps a file of 40k addresses fast
             for text in value if isinstance(value, list) else (value,):
                 if isinstance(text, str):
                     check_text(spec.key, text)
+            if spec.check is not None:
+                spec.check(spec, value)
         for broker in self.brokers:
             if not isinstance(broker, str):
                 raise ConfigError(f"broker {broker!r} is not a string", key="hosts")
             check_text("hosts", broker)
-        for spec in _SPECS.values():
-            if spec.check is not None:
-                spec.check(spec, getattr(self, spec.field))
         for broker in self.brokers:
             _check_host(broker, discover=bool(self.discover))
         if self.discover:
@@ -607,6 +612,9 @@ ADDRESS_KEYS: Final = tuple(_SPECS)
 _SECRET_FIELDS: Final = frozenset(s.field for s in _SPEC_LIST if is_secret_key(s.key))
 _TLS_SPECS: Final = tuple(s for s in _SPEC_LIST if s.key.startswith("tls"))
 _DEFAULTS: Final = KafkaConfig()
+_SPEC_DEFAULTS: Final = tuple((s, getattr(_DEFAULTS, s.field)) for s in _SPEC_LIST)
+_SPEC_DEFAULT: Final = {s.key: default for s, default in _SPEC_DEFAULTS}
+_DEFAULT_FIELDS: Final = dict(vars(_DEFAULTS))
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -711,7 +719,10 @@ def parse_address(address: str) -> KafkaConfig:
     body = strip_scheme(stripped)
     hosts_part, sep, query = body.partition("?")
     check_text("hosts", hosts_part)
-    cfg = KafkaConfig()
+    # A copy of the defaults without running the 60-field __init__ (a file may hold 40k).
+    cfg = object.__new__(KafkaConfig)
+    cfg.__dict__.update(_DEFAULT_FIELDS)
+    cfg.topics, cfg.rdkafka = [], {}
     seen: set[str] = set()
     if sep and not query:
         raise ConfigError(
@@ -762,7 +773,7 @@ def parse_address(address: str) -> KafkaConfig:
             key="hosts",
             value="",
         )
-    cfg.validate()
+    cfg._validate([(spec, _SPEC_DEFAULT[spec.key]) for spec in map(_SPECS.get, seen) if spec])
     if cfg.rdkafka:
         check_rdkafka_settings(cfg.rdkafka)
     check_tls_files(cfg)
@@ -876,6 +887,11 @@ def register_addr_config(address: str, config: KafkaConfig) -> None:
 def unregister_addr_config(address: str) -> None:
     with _registered_lock:
         _registered.pop(strip_scheme(address), None)
+
+
+def is_registered(address: str) -> bool:
+    """Whether a config is registered for ``address`` (a placeholder such as fake_address)."""
+    return strip_scheme(address.strip()) in _registered
 
 
 def resolve_address(address: str) -> KafkaConfig:

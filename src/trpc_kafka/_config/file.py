@@ -26,6 +26,7 @@ Bad files raise ConfigError naming the file, the line and the key path
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -48,6 +49,57 @@ _ENV_REF: Final = re.compile(r'\$\{([^} \n"]*)\}')
 
 _NULL_TAG: Final = "tag:yaml.org,2002:null"
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+# Scalars whose construction can fail (``!!int abc``, a 5000-digit integer, ``!!timestamp
+# 2001-13-45``, bad base64): built while the tree is checked, so the error names their line.
+_FALLIBLE_TAGS: Final = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("int", "float", "timestamp", "binary", "bool")
+)
+
+# libyaml's parser (PyYAML wheels ship it) is ~20x faster than the pure-Python one; both give
+# nodes with line marks. The pure one is the fallback where libyaml is missing.
+_BaseLoader: Final[type[yaml.SafeLoader]] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_C_LOADER: Final = _BaseLoader is not yaml.SafeLoader
+# First characters for which an implicit tag (int, float, bool, null, timestamp, merge) may
+# apply; any other plain scalar is a string, without trying the resolver's regexes.
+_IMPLICIT_FIRST: Final = frozenset(k for k in _BaseLoader.yaml_implicit_resolvers if k)
+_STR_TAG: Final = "tag:yaml.org,2002:str"
+_BOOL_TAG: Final = "tag:yaml.org,2002:bool"
+_IMPLICIT_WORDS: Final = {
+    **dict.fromkeys(("null", "Null", "NULL"), _NULL_TAG),
+    **dict.fromkeys(
+        (
+            *("yes", "Yes", "YES", "no", "No", "NO", "true", "True", "TRUE"),
+            *("false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF"),
+        ),
+        _BOOL_TAG,
+    ),
+}
+# The fast path holds while the resolvers are PyYAML's own: letters start only bool and null
+# words, no wildcard or path resolvers (tests/config/test_file_hostile.py checks it).
+_FAST_RESOLVE: Final = None not in _BaseLoader.yaml_implicit_resolvers and not getattr(
+    _BaseLoader, "yaml_path_resolvers", None
+)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """The safe loader with a fast path for the common string scalar (half its time)."""
+
+    def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode and _FAST_RESOLVE:
+            if not implicit[0]:  # quoted
+                return _STR_TAG
+            first = value[:1]
+            if first and first not in _IMPLICIT_FIRST:
+                return _STR_TAG
+            if first.isalpha():  # only the words of bool and null start with a letter
+                return _IMPLICIT_WORDS.get(value, _STR_TAG)
+        return str(super().resolve(kind, value, implicit))
+
+
+# Alias expansion bound (billion laughs): the nodes of the tree with every alias expanded may
+# exceed the file's own node count (at most one per character) by this many. Past it, the loaded
+# value would be exponentially larger than the file, and so would its repr.
+_ALIAS_EXPANSION_ALLOWANCE: Final = 100_000
 
 
 def redact(value: Any, key: str | None = None) -> Any:
@@ -92,6 +144,8 @@ class ServiceConfig(_RedactedRepr):
     """Line of the entry in the file; None when built in code."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Every other key of the entry (``ip``, ``port``, ``network``, ``registry``...), raw."""
+    address_line: int | None = None
+    """Line of the ``address:`` value; None when missing or built in code."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -130,6 +184,8 @@ class ClientServiceConfig(_RedactedRepr):
     extra: Mapping[str, Any] = field(default_factory=dict)
     callee: str = ""
     namespace: str = ""
+    target_line: int | None = None
+    """Line of the ``target:`` value; None when missing or built in code."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -186,18 +242,52 @@ def load_config(path: str | os.PathLike[str]) -> FileConfig:
 
 
 def parse_config(text: str, *, file: str = "<string>") -> FileConfig:
-    """Parse configuration text (``${NAME}`` already expanded); ``file`` names it in errors."""
-    loader = yaml.SafeLoader(text)
+    """Parse configuration text (``${NAME}`` already expanded); ``file`` names it in errors.
+
+    Kafka addresses (``server.service[].address`` of protocol kafka, ``client.service[].target``
+    of protocol kafka or with ``kafka://``) are parsed here too, so a bad one fails at load.
+    """
+    data: str | bytes = text
+    if _C_LOADER:
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from an environment variable
+            raise ConfigError(
+                f"invalid text: {text[exc.start]!r} is not valid UTF-8 (a lone surrogate; "
+                f"from an ${{ENV}} value?)",
+                file=file,
+                line=text.count("\n", 0, exc.start) + 1,
+            ) from None
+    loader = _Loader(data)
+    # Loading builds many containers and no cycles worth collecting: pausing the cyclic
+    # collector halves the time of a large file.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         try:
             root = loader.get_single_node()
-            return _Parser(loader, file).file_config(root)
+            config = _Parser(loader, file, len(text)).file_config(root)
         except yaml.MarkedYAMLError as exc:
             raise _yaml_error(exc, file) from None
+        except yaml.reader.ReaderError as exc:
+            # Its text quotes only the bad character, never the line.
+            newline: Any = "\n" if isinstance(data, str) else b"\n"
+            raise ConfigError(
+                f"invalid YAML: character U+{_code_point(exc.character):04X} is not allowed "
+                f"({exc.reason})",
+                file=file,
+                line=data.count(newline, 0, exc.position) + 1,
+            ) from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+            raise ConfigError(f"invalid YAML: {type(exc).__name__}", file=file) from None
+        except RecursionError:
+            raise ConfigError("invalid YAML: nested too deeply to load", file=file) from None
+        _check_kafka_addresses(config)
     finally:
         loader.dispose()
+        if collecting:
+            gc.enable()
+    return config
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> ConfigError:
@@ -232,6 +322,17 @@ def _kind(node: Node) -> str:
 
 
 _Entries = dict[str, tuple[Node, Node]]
+_Path = tuple[Any, str | int] | None  # (parent path, key or index), spelled by _spell
+
+
+def _spell(path: _Path) -> str:
+    """``server.service[1].timeout`` of a check_tree path."""
+    pieces: list[str] = []
+    while path is not None:
+        path, piece = path
+        pieces.append(f"[{piece}]" if isinstance(piece, int) else f".{piece}")
+    return "".join(reversed(pieces)).lstrip(".")
+
 
 _SERVER_KEYS: Final = (
     "app",
@@ -259,9 +360,11 @@ _CLIENT_SERVICE_KEYS: Final = (
 class _Parser:
     """Walks the composed node tree so every error can name its line and key path."""
 
-    def __init__(self, loader: yaml.SafeLoader, file: str) -> None:
+    def __init__(self, loader: yaml.SafeLoader, file: str, size: int = 0) -> None:
         self.loader = loader
         self.file = file
+        self.size = size  # characters of the text: bounds alias expansion
+        self.aliased = False  # check_tree met a node twice: the file uses aliases
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -287,32 +390,84 @@ class _Parser:
 
     # -- primitives ----------------------------------------------------------------------------
 
-    def check_tree(self, node: Node, path: str, seen: set[int]) -> None:
-        """Reject a key repeated in one mapping anywhere, as yaml.v3 (tRPC-Go) does.
+    def check_tree(self, root: Node) -> None:
+        """Reject a key repeated in one mapping anywhere, as yaml.v3 (tRPC-Go) does, and
+        scalars whose tag cannot be built (``!!int abc``), each at its line.
 
-        PyYAML would silently keep the last one.
+        PyYAML would silently keep the last of a repeated key. Iterative, and key paths are
+        only spelled out for an error: a file of 40,000 services is checked in a blink.
         """
-        if id(node) in seen:  # an alias: already checked (and may be recursive)
-            return
-        seen.add(id(node))
-        if isinstance(node, MappingNode):
-            first: dict[str, Node] = {}
-            for key_node, value_node in node.value:
-                sub = path
-                if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE_TAG:
-                    sub = f"{path}.{key_node.value}" if path else str(key_node.value)
-                    prev = first.setdefault(key_node.value, key_node)
-                    if prev is not key_node:
-                        raise self.fail(
-                            sub, key_node, f"key defined twice (first at line {_line(prev)})"
-                        )
-                self.check_tree(value_node, sub, seen)
-        elif isinstance(node, SequenceNode):
-            for i, item in enumerate(node.value):
-                self.check_tree(item, f"{path}[{i}]", seen)
+        seen: set[int] = set()
+        # (node, path) where a path is None or (parent path, key or list index).
+        stack: list[tuple[Node, _Path]] = [(root, None)]
+        while stack:
+            node, path = stack.pop()
+            if id(node) in seen:  # an alias: already checked
+                self.aliased = True
+                continue
+            seen.add(id(node))
+            if isinstance(node, ScalarNode):
+                if node.tag in _FALLIBLE_TAGS:
+                    self.raw(node, _spell(path))
+            elif isinstance(node, MappingNode):
+                first: dict[str, Node] = {}
+                for key_node, value_node in node.value:
+                    sub = path
+                    if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE_TAG:
+                        sub = (path, str(key_node.value))
+                        prev = first.setdefault(key_node.value, key_node)
+                        if prev is not key_node:
+                            raise self.fail(
+                                _spell(sub),
+                                key_node,
+                                f"key defined twice (first at line {_line(prev)})",
+                            )
+                    stack.append((value_node, sub))
+            elif isinstance(node, SequenceNode):
+                stack.extend((item, (path, i)) for i, item in enumerate(node.value))
 
-    def raw(self, node: Node) -> Any:
-        return self.loader.construct_object(node, deep=True)
+    def raw(self, node: Node, path: str = "") -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+            # What the value should be: the tag without its prefix (``int``, ``timestamp``).
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            shown, raw = self.shown(path, node)
+            if isinstance(node, ScalarNode) and len(node.value) > 60:
+                shown = f"({len(node.value)} characters)"
+            reason = str(exc) if isinstance(exc, TypeError) else f"not a valid {tag}"
+            raise self.fail(path, node, f"invalid value {shown}: {_shorten(reason)}", raw) from None
+
+    def check_aliases(self, root: Node) -> None:
+        """Refuse recursive aliases (as yaml.v3) and alias bombs, before anything is built."""
+        limit = self.size + _ALIAS_EXPANSION_ALLOWANCE
+        sizes: dict[int, int] = {}
+        open_: set[int] = set()  # nodes whose subtree is being counted
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            node, finished = stack.pop()
+            key = id(node)
+            children = _children(node)
+            if finished:
+                open_.discard(key)
+                total = 1 + sum(sizes[id(c)] for c in children)
+                if total > limit:
+                    raise self.fail(
+                        "",
+                        node,
+                        f"aliases expand to more than {limit} values (an alias bomb?); "
+                        f"refused: at most {_ALIAS_EXPANSION_ALLOWANCE} more than the file's "
+                        "own values",
+                    )
+                sizes[key] = total
+                continue
+            if key in sizes:
+                continue
+            if key in open_:
+                raise self.fail("", node, "an anchor's value contains an alias of itself")
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
 
     def mapping(self, node: Node, path: str, what: str = "a mapping") -> _Entries:
         """Key -> (key node, value node), merge keys (``<<``) applied; null is empty."""
@@ -386,7 +541,9 @@ class _Parser:
     def file_config(self, root: Node | None) -> FileConfig:
         if root is None:  # an empty file: all defaults, as yaml.v3 gives
             return FileConfig(path=self.file)
-        self.check_tree(root, "", set())
+        self.check_tree(root)
+        if self.aliased:
+            self.check_aliases(root)
         top = self.mapping(root, "", "a mapping with global, server, client and plugins sections")
         global_ = self.rest(self.section(top, "global"), ())
         return FileConfig(
@@ -416,6 +573,7 @@ class _Parser:
                     filters=_dedup(filters, self.names(e, "filter", sp)),
                     line=_line(item),
                     extra=self.rest(e, _SERVICE_KEYS),
+                    address_line=_value_line(e, "address"),
                 )
             )
         return ServerConfig(
@@ -453,6 +611,7 @@ class _Parser:
                     extra=self.rest(e, _CLIENT_SERVICE_KEYS),
                     callee=self.string(e, "callee", sp) or name,
                     namespace=self.string(e, "namespace", sp) or namespace,
+                    target_line=_value_line(e, "target"),
                 )
             )
         return ClientConfig(
@@ -500,6 +659,82 @@ class _Parser:
             first_line[name] = _line(name_node)
             out.append((i, item, e))
         return out
+
+
+def _code_point(character: int | str) -> int:
+    # libyaml reports the code point, the pure-Python reader the character.
+    return character if isinstance(character, int) else ord(character)
+
+
+def _value_line(e: _Entries, key: str) -> int | None:
+    node = _value(e, key)
+    return None if node is None else _line(node)
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+KAFKA_PROTOCOL: Final = "kafka"
+# A single name (no port, no query): a placeholder such as ``fake_address`` whose config is
+# registered in code (register_addr_config), possibly after the file is loaded; it is checked
+# when the service starts or the proxy is created.
+_PLACEHOLDER: Final = re.compile(r"(kafka://)?[A-Za-z_][\w.\-]*")
+
+
+def _check_kafka_addresses(config: FileConfig) -> None:
+    """Parse every Kafka address of the file now, so a bad one fails at load, at its line."""
+    for i, s in enumerate(config.server.services):
+        if s.protocol != KAFKA_PROTOCOL:
+            continue
+        path = f"server.service[{i}]"
+        if not s.address:
+            raise ConfigError(
+                f"{path} {s.name!r}: the 'address' key is missing; a kafka service needs "
+                "host:port[,host:port...]?topics=...&group=...",
+                key=f"{path}.address",
+                file=config.path,
+                line=s.line,
+            )
+        _check_address(
+            s.address,
+            where=f"{path} {s.name!r}: address",
+            file=config.path,
+            line=s.address_line or s.line,
+            key=f"{path}.address",
+        )
+    for i, c in enumerate(config.client.services):
+        if not c.target or (c.protocol != KAFKA_PROTOCOL and not c.target.startswith("kafka://")):
+            continue  # without a target, new_client_proxy needs target= or names the entry
+        path = f"client.service[{i}]"
+        _check_address(
+            c.target,
+            where=f"{path} {c.name!r}: target",
+            file=config.path,
+            line=c.target_line or c.line,
+            key=f"{path}.target",
+        )
+
+
+def _check_address(address: str, *, where: str, file: str, line: int | None, key: str) -> None:
+    from trpc_kafka._config.address import is_registered, resolve_address
+
+    if _PLACEHOLDER.fullmatch(address.strip()) and not is_registered(address):
+        return
+    try:
+        resolve_address(address)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{where}: {exc.message}", key=key, value=exc.value, file=file, line=line
+        ) from None
 
 
 def _value(e: _Entries, key: str) -> Node | None:
