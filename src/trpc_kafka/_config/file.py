@@ -408,7 +408,16 @@ class _Parser:
             seen.add(id(node))
             if isinstance(node, ScalarNode):
                 if node.tag in _FALLIBLE_TAGS:
-                    self.raw(node, _spell(path))
+                    value = self.raw(node, _spell(path))
+                    # As yaml.v3: an integer fits 64 bits. A bigger one (0x + 5000 digits)
+                    # would not even print (Python's 4300-digit limit).
+                    if isinstance(value, int) and value.bit_length() > 64:
+                        shown = _shorten(node.value, 40)
+                        raise self.fail(
+                            _spell(path),
+                            node,
+                            f"invalid value {shown!r}: an integer of more than 64 bits",
+                        )
             elif isinstance(node, MappingNode):
                 first: dict[str, Node] = {}
                 for key_node, value_node in node.value:
@@ -429,7 +438,7 @@ class _Parser:
     def raw(self, node: Node, path: str = "") -> Any:
         try:
             return self.loader.construct_object(node, deep=True)
-        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+        except (ValueError, TypeError, LookupError, ArithmeticError) as exc:
             # What the value should be: the tag without its prefix (``int``, ``timestamp``).
             tag = str(node.tag).rsplit(":", 1)[-1]
             shown, raw = self.shown(path, node)
