@@ -130,7 +130,7 @@ def run_fuzz(
                 break
             busy = {slot.conn: slot for slot in slots if slot.pending}
             for conn in wait(list(busy), timeout=1.0):
-                slot = busy[conn]  # type: ignore[index]
+                slot = busy[conn]
                 try:
                     outcome, detail, spent, rss_mb = slot.conn.recv()
                 except (EOFError, OSError):

@@ -18,6 +18,7 @@ a ``mechanism``. Missing or contradicting pieces are ConfigErrors naming what is
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -786,8 +787,6 @@ def check_rdkafka_settings(settings: Mapping[str, Any]) -> None:
     Text librdkafka cannot take and settings that need Python objects are refused first:
     neither may reach confluent-kafka (a surrogate in a name crashes it).
     """
-    import logging
-
     from confluent_kafka import KafkaException, Producer
 
     for name, value in settings.items():
@@ -859,6 +858,77 @@ def check_tls_files(cfg: KafkaConfig) -> None:
             f"keys {', '.join(map(repr, keys))}: librdkafka cannot use the TLS files: {text}",
             key=keys[0],
         ) from None
+
+
+# -- keys of the other side ------------------------------------------------------------------
+
+Side = Literal["producer", "consumer"]
+_SIDE_ONLY: Final[dict[Side, frozenset[str]]] = {
+    "producer": frozenset(
+        [
+            "topic",
+            "async",
+            "compression",
+            "partitioner",
+            "maxMessageBytes",
+            "flushMessages",
+            "flushMaxMessages",
+            "flushBytes",
+            "flushFrequency",
+            "requiredAcks",
+            "idempotent",
+        ]
+    ),
+    "consumer": frozenset(
+        [
+            "topics",
+            "group",
+            "strategy",
+            "initial",
+            "fetchDefault",
+            "fetchMax",
+            "maxWaitTime",
+            "batch",
+            "batchFlush",
+            "maxProcessingTime",
+            "groupSessionTimeout",
+            "groupRebalanceTimeout",
+            "groupRebalanceRetryMax",
+            "isolationLevel",
+            "limiterRate",
+            "limiterBurst",
+            "deadLetterTopic",
+        ]
+    ),
+}
+_warned_sides: set[tuple[str, str]] = set()
+_logger = logging.getLogger("trpc_kafka.config")
+
+
+def other_side_keys(cfg: KafkaConfig, side: Side) -> list[str]:
+    """The keys set in ``cfg`` that only the other side reads (``group`` on a producer)."""
+    other = _SIDE_ONLY["consumer" if side == "producer" else "producer"]
+    return [
+        spec.key
+        for spec, default in _SPEC_DEFAULTS
+        if spec.key in other and getattr(cfg, spec.field) != default
+    ]
+
+
+def warn_other_side_keys(cfg: KafkaConfig, side: Side, where: str) -> None:
+    """Warn once per place about keys a ``side`` ignores (the Go plugin ignores them silently;
+    a Go file must keep loading, so this is a warning, not an error)."""
+    keys = other_side_keys(cfg, side)
+    if not keys or (where, side) in _warned_sides:
+        return
+    _warned_sides.add((where, side))
+    _logger.warning(
+        "%s: key(s) %s only apply to a %s and are ignored by this %s",
+        where,
+        ", ".join(keys),
+        "consumer" if side == "producer" else "producer",
+        side,
+    )
 
 
 # -- configs registered in code --------------------------------------------------------

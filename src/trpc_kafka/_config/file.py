@@ -36,6 +36,12 @@ from typing import Any, Final, cast
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from trpc_kafka._config.address import (
+    Side,
+    is_registered,
+    resolve_address,
+    warn_other_side_keys,
+)
 from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._config.secrets import MASK, is_secret_key, redact_text
 
@@ -715,6 +721,7 @@ def _check_kafka_addresses(config: FileConfig) -> None:
             )
         _check_address(
             s.address,
+            side="consumer",
             where=f"{path} {s.name!r}: address",
             file=config.path,
             line=s.address_line or s.line,
@@ -726,6 +733,7 @@ def _check_kafka_addresses(config: FileConfig) -> None:
         path = f"client.service[{i}]"
         _check_address(
             c.target,
+            side="producer",
             where=f"{path} {c.name!r}: target",
             file=config.path,
             line=c.target_line or c.line,
@@ -733,17 +741,18 @@ def _check_kafka_addresses(config: FileConfig) -> None:
         )
 
 
-def _check_address(address: str, *, where: str, file: str, line: int | None, key: str) -> None:
-    from trpc_kafka._config.address import is_registered, resolve_address
-
+def _check_address(
+    address: str, *, side: Side, where: str, file: str, line: int | None, key: str
+) -> None:
     if _PLACEHOLDER.fullmatch(address.strip()) and not is_registered(address):
         return
     try:
-        resolve_address(address)
+        cfg = resolve_address(address)
     except ConfigError as exc:
         raise ConfigError(
             f"{where}: {exc.message}", key=key, value=exc.value, file=file, line=line
         ) from None
+    warn_other_side_keys(cfg, side, f"{file}:{line}: {where}")
 
 
 def _value(e: _Entries, key: str) -> Node | None:
