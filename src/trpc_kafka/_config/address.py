@@ -556,7 +556,8 @@ _SPEC_LIST: Final = [
     _int("flushMessages", "flush_messages", 0, 1_000_000),
     _int("flushMaxMessages", "flush_max_messages", 0, 1_000_000),
     _int("flushBytes", "flush_bytes", 0, 2_147_483_647),
-    _int("flushFrequency", "flush_frequency_ms", 0, 900_000),
+    # linger.ms: librdkafka wants it below message.timeout.ms (300000 by default).
+    _int("flushFrequency", "flush_frequency_ms", 0, 299_999),
     _choice("initial", "initial", "newest", "oldest"),
     _int("maxWaitTime", "max_wait_time_ms", 0, 300_000),
     _int("batch", "batch", 0, 1_000_000),
@@ -674,18 +675,26 @@ def _is_object_setting(name: str) -> bool:
     return name in _OBJECT_SETTINGS or name.endswith(("_cb", "_callback"))
 
 
-def check_text(key: str, value: str) -> None:
-    """Reject text librdkafka cannot take (lone surrogates, NUL), naming the key and where."""
+def check_text(key: str, value: str, *, is_name: bool = False) -> None:
+    """Reject text librdkafka cannot take (lone surrogates, NUL), naming the key and where.
+
+    ``is_name``: ``value`` is the key's own name (as written in the address).
+    """
     m = _BAD_TEXT_RE.search(value)
     if m is None:
         return
     what = "a NUL character" if m.group() == "\x00" else f"a lone surrogate {m.group()!r}"
-    shown = MASK if is_secret_key(key) else _shorten(value)
+    secret = is_secret_key(key)
+    subject = (
+        f"the key name {_shorten(key)!r}"
+        if is_name
+        else f"key {key!r} (value {MASK if secret else _shorten(value)!r})"
+    )
     raise ConfigError(
-        f"key {key!r} (value {shown!r}) holds {what} at position {m.start()}; "
+        f"{subject} holds {what} at position {m.start()}; "
         f"allowed: text without NUL and valid as UTF-8",
         key=key,
-        value=None if is_secret_key(key) else value,
+        value=None if secret or is_name else value,
     )
 
 
@@ -738,7 +747,7 @@ def parse_address(address: str) -> KafkaConfig:
             )
         raw_key, eq, raw_value = item.partition("=")
         key = unquote(raw_key)
-        check_text("name of a key", key)
+        check_text(key, key, is_name=True)
         if not eq:
             raise ConfigError(
                 f"key {_shorten(key)!r} has no '=value' in address "
@@ -793,7 +802,7 @@ def check_rdkafka_settings(settings: Mapping[str, Any]) -> None:
         key = RDKAFKA_PREFIX + str(name)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"key {key!r}: a librdkafka property name is text", key=key)
-        check_text(key, name)
+        check_text(key, name, is_name=True)
         if _is_object_setting(name):
             raise ConfigError(
                 f"key {key!r} is a confluent-kafka callback or object setting, which an "
