@@ -910,17 +910,20 @@ _SIDE_ONLY: Final[dict[Side, frozenset[str]]] = {
         ]
     ),
 }
+_SIDE_SPECS: Final = {
+    side: tuple((spec, default) for spec, default in _SPEC_DEFAULTS if spec.key in keys)
+    for side, keys in _SIDE_ONLY.items()
+}
 _warned_sides: set[tuple[str, str]] = set()
 _logger = logging.getLogger("trpc_kafka.config")
 
 
 def other_side_keys(cfg: KafkaConfig, side: Side) -> list[str]:
     """The keys set in ``cfg`` that only the other side reads (``group`` on a producer)."""
-    other = _SIDE_ONLY["consumer" if side == "producer" else "producer"]
     return [
         spec.key
-        for spec, default in _SPEC_DEFAULTS
-        if spec.key in other and getattr(cfg, spec.field) != default
+        for spec, default in _SIDE_SPECS["consumer" if side == "producer" else "producer"]
+        if getattr(cfg, spec.field) != default
     ]
 
 
