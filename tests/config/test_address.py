@@ -346,6 +346,14 @@ def test_weak_messages_made_clear() -> None:
         parse_address("h:1?limiterRate=1e999")
     with pytest.raises(ConfigError, match="'maxRetry'"):
         parse_address("h:1?maxRetry=٣")  # a digit of another script
+    for address in (
+        "h:1?topic=a b",
+        "h:1?topics=t,a%2Fb",
+        "h:1?deadLetterTopic=..",
+        "h:1?topics=" + "t" * 250,
+    ):
+        with pytest.raises(ConfigError, match="topic names of 1 to 249 characters"):
+            parse_address(address)
 
 
 @pytest.mark.parametrize(("value", "expected"), [("1", True), ("0", False)])

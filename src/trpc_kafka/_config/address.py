@@ -460,6 +460,25 @@ def _check_names(spec: _Spec, value: Any) -> None:
         raise _fail(spec, value, "allowed: a list of non-empty names")
 
 
+# Kafka's legal topic names; anything else fails only at run time, as an unknown topic error.
+_TOPIC_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_TOPICS: Final = "topic names of 1 to 249 characters a-z A-Z 0-9 . _ -"
+_TOPIC_ALLOWED: Final = "a topic name (1 to 249 characters a-z A-Z 0-9 . _ -)"
+
+
+def _check_topics(spec: _Spec, value: Any) -> None:
+    names = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        return
+    for name in names:
+        if not isinstance(name, str):
+            raise _fail(spec, value, f"allowed: {spec.allowed}")
+        if name in (".", "..") or (name and not _TOPIC_RE.fullmatch(name)):
+            raise _fail(spec, name, f"allowed: {_TOPICS}, not . or ..")
+        if not name and isinstance(value, list):
+            raise _fail(spec, value, "allowed: a list of non-empty names")
+
+
 _VERSION_RE: Final = re.compile(r"\d+\.\d+\.\d+(\.\d+)?")
 
 
@@ -528,8 +547,8 @@ def _check_limiter_rate(spec: _Spec, value: Any) -> None:
 
 _SPEC_LIST: Final = [
     _text("clientid", "client_id"),
-    _text("topic", "topic"),
-    _Spec("topics", "topics", _to_list, _check_names, "a comma-separated list of topics"),
+    _Spec("topic", "topic", _to_str, _check_topics, _TOPIC_ALLOWED),
+    _Spec("topics", "topics", _to_list, _check_topics, f"a comma-separated list of {_TOPICS}"),
     _text("group", "group"),
     _Spec(
         "async",
@@ -605,7 +624,7 @@ _SPEC_LIST: Final = [
         low=0,
     ),
     _int("limiterBurst", "limiter_burst", 0, 2_147_483_647),
-    _text("deadLetterTopic", "dead_letter_topic"),
+    _Spec("deadLetterTopic", "dead_letter_topic", _to_str, _check_topics, _TOPIC_ALLOWED),
 ]
 
 
