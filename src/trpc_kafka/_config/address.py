@@ -9,6 +9,11 @@ code (``get_default_config()`` then ``register_addr_config``) meet the same rule
 Values are percent-decoded (``%26`` is ``&``) so passwords may hold any character; ``+`` stays
 ``+``.
 
+Nothing reaches librdkafka unchecked: lone surrogates and NUL are refused in every key, value
+and host (a surrogate in a property name crashed confluent-kafka); integers are ASCII digits
+within librdkafka's range for the setting they become; confluent-kafka's callback settings
+(``rdkafka.error_cb``...) are refused. Every error is a ConfigError naming the key.
+
 Security: ``mechanism``/``user``/``password`` authenticate with SASL; ``protocol`` is the security
 protocol; the ``tls*`` keys configure TLS (CA bundle, client certificate and key, host name
 verification). Any ``tls*`` key implies TLS: ``protocol`` then defaults to SSL, or SASL_SSL with
@@ -453,11 +458,6 @@ def _check_type(kind: type | tuple[type, ...]) -> Checker:
             raise _fail(spec, value, f"expected {spec.allowed}")
 
     return check
-
-
-def _check_names(spec: _Spec, value: Any) -> None:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _fail(spec, value, "allowed: a list of non-empty names")
 
 
 # Kafka's legal topic names; anything else fails only at run time, as an unknown topic error.

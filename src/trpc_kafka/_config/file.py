@@ -20,7 +20,13 @@ deregister from); ``max_close_wait_time`` bounds the graceful close and is used 
 raises values under 10 s to 10 s; here 10 s is only the default).
 
 Bad files raise ConfigError naming the file, the line and the key path
-(``server.service[1].timeout``). Values of secret-looking keys never appear in messages or reprs.
+(``server.service[1].timeout``). Values of secret-looking keys never appear in messages or reprs
+(one rule for the whole library: ``secrets.py``).
+
+Hostile files are refused at load, never crash or hang the loader: control characters, tags
+that do not construct, integers beyond 64 bits, recursive anchors and alias bombs (expansion is
+bounded by the file's own size). Kafka addresses (kafka services' ``address``, kafka clients'
+``target``) are parsed at load too, so ``new_server()`` reports a bad one at its line.
 """
 
 from __future__ import annotations
