@@ -85,8 +85,21 @@ def _worker(conn: Connection, target: str) -> None:
             except BaseException as exc:  # any other type is what the test counts
                 outcome, detail = type(exc).__name__, repr(exc)[:300]
             spent = time.process_time() - cpu
-            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            rss_mb = _peak_rss_mb()
             conn.send((outcome, detail, spent, rss_mb))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: that one keeps the parent's peak across
+    the fork and exec of a spawned worker."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Slot:
