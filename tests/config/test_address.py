@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 
 import pytest
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from trpc_kafka._config.address import (
+    _SPEC_LIST,
+    _SPECS,
     ADDRESS_KEYS,
     KafkaConfig,
+    _to_int,
     get_default_config,
     parse_address,
     redact_address,
@@ -17,6 +21,7 @@ from trpc_kafka._config.address import (
     unregister_addr_config,
 )
 from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.rdkafka import consumer_settings, producer_settings
 
 # Every key of ../shared/reference/parameters.md (the reference plugin, v1.2.0).
 REFERENCE_KEYS = {
@@ -140,7 +145,7 @@ def test_rdkafka_pass_through() -> None:
 @pytest.mark.parametrize(
     ("address", "fragment"),
     [
-        ("h:1?async=yes", "invalid value 'yes' for key 'async'; allowed: true or false"),
+        ("h:1?async=yes", "invalid value 'yes' for key 'async'; allowed: 1 (asynchronous) or 0"),
         ("h:1?foo=1", "unknown key 'foo'; allowed keys: clientid,"),
         ("h:1?topic=", "key 'topic' has an empty value"),
         ("h:1?compression=brotli", "'brotli' for key 'compression'; allowed: none | gzip"),
@@ -256,3 +261,145 @@ def test_discovery_resolves_the_service_name() -> None:
     register_discovery("empty", lambda s, n: [])
     with pytest.raises(ConfigError, match="found no broker"):
         resolve_brokers(parse_address("svc:1?discover=empty&namespace=x"))
+
+
+# -- hostile input (issue 8 section 2) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("h:1?rdkafka.client\ud800.id=x", "rdkafka.client\ud800.id"),  # segfaulted before
+        ("h:1?rdkafka.client.id=\ud800", "rdkafka.client.id"),  # SystemError before
+        ("h:1?topic=a\ud800", "topic"),
+        ("h:1?topics=a,\udfff", "topics"),
+        ("h:1?group=\ud800", "group"),
+        ("h:1?clientid=\ud800", "clientid"),
+        ("h:1?clientid=a%00b", "clientid"),  # librdkafka would cut the id at the NUL
+        ("h:1?topic=a%00", "topic"),
+        ("h:1?rdkafka.client.id=a%00b", "rdkafka.client.id"),
+        ("h\ud800:1?topic=t", "hosts"),
+    ],
+)
+def test_text_librdkafka_cannot_take_is_refused_first(address: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_address(address)
+    assert info.value.key == key
+    assert "NUL" in str(info.value) or "surrogate" in str(info.value)
+    str(info.value).encode("utf-8")  # the message itself is printable
+
+
+def test_code_built_configs_are_checked_the_same() -> None:
+    cfg = get_default_config()
+    cfg.brokers = ["h:1"]
+    cfg.topic = "t\ud800"
+    with pytest.raises(ConfigError, match=r"'topic'.*surrogate"):
+        cfg.validate()
+    cfg.topic = "t"
+    cfg.rdkafka = {"stats_cb": "x"}
+    with pytest.raises(ConfigError, match=r"'rdkafka.stats_cb'"):
+        register_addr_config("fake_address_hostile", cfg)
+
+
+@pytest.mark.parametrize("key", [k for k in ADDRESS_KEYS if _SPECS[k].convert is _to_int])
+def test_huge_integers_name_the_key(key: str) -> None:
+    for digits in ("9" * 5000, "-" + "9" * 4301, "9" * 20):
+        with pytest.raises(ConfigError) as info:
+            parse_address(f"h:1?{key}={digits}")
+        assert info.value.key == key
+        assert "out of range" in str(info.value)
+        assert len(str(info.value)) < 400  # the value is shortened
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "error_cb",
+        "stats_cb",
+        "oauth_cb",
+        "throttle_cb",
+        "logger",
+        "on_delivery",
+        "on_commit",
+        "dr_cb",
+        "dr_msg_cb",
+        "default.topic.config",
+    ],
+)
+def test_callback_settings_name_the_key(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_address(f"h:1?rdkafka.{name}=x")
+    assert info.value.key == f"rdkafka.{name}"
+    assert "callback or object setting" in str(info.value)
+
+
+def test_weak_messages_made_clear() -> None:
+    with pytest.raises(ConfigError, match=r"the address is empty .*'address' / 'target' key"):
+        parse_address("")
+    with pytest.raises(ConfigError, match=r"unknown scheme 'kafak'.*expected kafka://"):
+        parse_address("kafak://h:9092?topic=t")
+    with pytest.raises(ConfigError, match="unknown scheme 'http'"):
+        parse_address("http://h:9092?topic=t")
+    with pytest.raises(ConfigError, match=r"'groupSessionTimeout'.*from 6000 to 1800000"):
+        parse_address("h:1?groupSessionTimeout=100")
+    with pytest.raises(ConfigError, match="'limiterRate'; out of range"):
+        parse_address("h:1?limiterRate=1e999")
+    with pytest.raises(ConfigError, match="'maxRetry'"):
+        parse_address("h:1?maxRetry=٣")  # a digit of another script
+    for address in (
+        "h:1?topic=a b",
+        "h:1?topics=t,a%2Fb",
+        "h:1?deadLetterTopic=..",
+        "h:1?topics=" + "t" * 250,
+    ):
+        with pytest.raises(ConfigError, match="topic names of 1 to 249 characters"):
+            parse_address(address)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("0", False)])
+def test_async_means_what_it_means_in_go(value: str, expected: bool) -> None:
+    assert parse_address(f"kafka://h:1?topic=t&async={value}").async_produce is expected
+
+
+@pytest.mark.parametrize("value", ["true", "false", "True", "t", "yes", "2"])
+def test_async_spellings_go_reads_differently_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_address(f"kafka://h:1?topic=t&async={value}")
+    assert info.value.key == "async"
+    assert "1 (asynchronous) or 0 (synchronous)" in str(info.value)
+    if value in ("true", "True", "t", "yes"):
+        assert "only 1 is async there" in str(info.value)
+
+
+def _bound_addresses() -> list[str]:
+    out = []
+    for spec in _SPEC_LIST:
+        if spec.convert is not _to_int:
+            continue
+        for bound in (spec.low, spec.high):
+            if bound is None:
+                continue
+            extra = "&fetchMax=2147483135" if spec.key == "fetchDefault" else ""
+            if spec.key == "fetchMax" and bound == spec.low:
+                extra = f"&fetchDefault={int(bound)}"
+            out.append(f"h:1?topics=t&group=g&{spec.key}={int(bound)}{extra}")
+    return out
+
+
+def test_librdkafka_accepts_every_value_the_parser_accepts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each integer key at its lowest and highest allowed value: librdkafka creates both a
+    producer and a consumer with the mapped settings (a value it would refuse is refused at
+    parse time, naming our key)."""
+    quiet = logging.getLogger("test.quiet")
+    quiet.disabled = True
+    addresses = _bound_addresses()
+    assert len(addresses) >= 40
+    for address in addresses:
+        cfg = parse_address(address)
+        try:
+            Producer({**producer_settings(cfg), "logger": quiet})
+            Consumer({**consumer_settings(cfg), "logger": quiet})
+        except KafkaException as exc:
+            raise AssertionError(f"{address}: {exc}") from None

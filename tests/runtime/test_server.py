@@ -386,11 +386,12 @@ def test_services_from_file_with_filters() -> None:
               service:
                 - name: a
                   protocol: kafka
-                  address: h:9092?topics=t&group=g&password=hunter2
+                  address: h:9092?topics=t&group=g&mechanism=PLAIN&user=u&password=hunter2
                   timeout: 1500
                   filter: [own, srv]
                 - name: b
                   protocol: kafka
+                  address: h:9092?topics=t&group=g
             """
         )
     )
@@ -412,7 +413,8 @@ def test_services_from_file_with_filters() -> None:
 
 def test_unknown_filter_in_file_names_file_and_line() -> None:
     cfg = parse_config(
-        "server:\n  service:\n    - name: a\n      protocol: kafka\n      filter: [nope]\n",
+        "server:\n  service:\n    - name: a\n      protocol: kafka\n      filter: [nope]\n"
+        "      address: h:9092?topics=t&group=g\n",
         file="conf.yaml",
     )
     with pytest.raises(ConfigError) as info:

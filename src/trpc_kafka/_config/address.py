@@ -9,6 +9,11 @@ code (``get_default_config()`` then ``register_addr_config``) meet the same rule
 Values are percent-decoded (``%26`` is ``&``) so passwords may hold any character; ``+`` stays
 ``+``.
 
+Nothing reaches librdkafka unchecked: lone surrogates and NUL are refused in every key, value
+and host (a surrogate in a property name crashed confluent-kafka); integers are ASCII digits
+within librdkafka's range for the setting they become; confluent-kafka's callback settings
+(``rdkafka.error_cb``...) are refused. Every error is a ConfigError naming the key.
+
 Security: ``mechanism``/``user``/``password`` authenticate with SASL; ``protocol`` is the security
 protocol; the ``tls*`` keys configure TLS (CA bundle, client certificate and key, host name
 verification). Any ``tls*`` key implies TLS: ``protocol`` then defaults to SSL, or SASL_SSL with
@@ -18,6 +23,8 @@ a ``mechanism``. Missing or contradicting pieces are ConfigErrors naming what is
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 import re
 import threading
@@ -27,11 +34,10 @@ from typing import Any, Final, Literal
 from urllib.parse import unquote
 
 from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.secrets import MASK, is_secret_key, redact_text
 
 SCHEME: Final = "kafka://"
 RDKAFKA_PREFIX: Final = "rdkafka."
-SECRET_KEYS: Final = frozenset({"password", "tlsKeyPassword"})
-_REDACTED: Final = "******"
 
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 Strategy = Literal["sticky", "range", "roundrobin"]
@@ -171,11 +177,9 @@ class KafkaConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS:
-                value = _REDACTED if value else ""
+                value = MASK if value else ""
             elif f.name == "rdkafka":
-                value = {
-                    k: (_REDACTED if is_secret_setting(k) else v) for k, v in value.items()
-                }
+                value = {k: (MASK if is_secret_key(k) else v) for k, v in value.items()}
             fields.append(f"{f.name}={value!r}")
         return f"KafkaConfig({', '.join(fields)})"
 
@@ -187,9 +191,23 @@ class KafkaConfig:
 
     def validate(self) -> None:
         """Check ranges and combinations; raises ConfigError naming the key and the value."""
-        for spec in _SPECS.values():
+        self._validate(_SPEC_DEFAULTS)
+
+    def _validate(self, specs: Sequence[tuple[_Spec, Any]]) -> None:
+        """``validate`` with the per-key checks of ``specs`` (the parser: the keys it set)."""
+        for spec, default in specs:
+            value = getattr(self, spec.field)
+            if value is default or (type(value) is type(default) and value == default):
+                continue  # a default is valid; skipping it keeps a file of 40k addresses fast
+            for text in value if isinstance(value, list) else (value,):
+                if isinstance(text, str):
+                    check_text(spec.key, text)
             if spec.check is not None:
-                spec.check(spec, getattr(self, spec.field))
+                spec.check(spec, value)
+        for broker in self.brokers:
+            if not isinstance(broker, str):
+                raise ConfigError(f"broker {broker!r} is not a string", key="hosts")
+            check_text("hosts", broker)
         for broker in self.brokers:
             _check_host(broker, discover=bool(self.discover))
         if self.discover:
@@ -321,12 +339,13 @@ class _Spec:
 
 
 def _fail(spec: _Spec, raw: object, reason: str = "") -> ConfigError:
-    shown = _REDACTED if spec.key in SECRET_KEYS else str(raw)
+    secret = is_secret_key(spec.key)
+    shown = MASK if secret else _shorten(str(raw))
     reason = reason or f"allowed: {spec.allowed}"
     return ConfigError(
         f"invalid value {shown!r} for key {spec.key!r}; {reason}",
         key=spec.key,
-        value=None if spec.key in SECRET_KEYS else str(raw),
+        value=None if secret else str(raw),
     )
 
 
@@ -341,12 +360,18 @@ def _to_list(spec: _Spec, raw: str) -> list[str]:
     return items
 
 
-_INT_RE: Final = re.compile(r"[+-]?\d+")
-_FLOAT_RE: Final = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# ASCII digits only: int() would also take other scripts' digits and any length (a ValueError
+# past 4300 digits). Every integer key fits in 19 digits; longer is out of range.
+_INT_RE: Final = re.compile(r"[+-]?[0-9]{1,19}")
+_FLOAT_RE: Final = re.compile(
+    r"[+-]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?"
+)
 
 
 def _to_int(spec: _Spec, raw: str) -> int:
     if not _INT_RE.fullmatch(raw):
+        if re.fullmatch(r"[+-]?[0-9]+", raw):
+            raise _fail(spec, raw, f"out of range; allowed: {spec.allowed}")
         raise _fail(spec, raw)
     return int(raw)
 
@@ -354,7 +379,10 @@ def _to_int(spec: _Spec, raw: str) -> int:
 def _to_float(spec: _Spec, raw: str) -> float:
     if not _FLOAT_RE.fullmatch(raw):
         raise _fail(spec, raw)
-    return float(raw)
+    value = float(raw)
+    if not math.isfinite(value):
+        raise _fail(spec, raw, f"out of range; allowed: {spec.allowed}")
+    return value
 
 
 # Go's strconv.ParseBool spellings, which the reference accepts.
@@ -372,6 +400,24 @@ _BOOLS: Final = {
     "FALSE": False,
     "False": False,
 }
+
+
+# The Go plugin produces asynchronously only for async=1; any other value (true, yes) silently
+# means synchronous there. So an address means the same in both languages, only 0 and 1 are
+# accepted here.
+_ASYNC_VALUES: Final = {"1": True, "0": False}
+
+
+def _to_async(spec: _Spec, raw: str) -> bool:
+    try:
+        return _ASYNC_VALUES[raw]
+    except KeyError:
+        hint = (
+            " (the Go plugin would read it as synchronous: only 1 is async there)"
+            if raw in _BOOLS or raw.lower() in ("yes", "no", "on", "off")
+            else ""
+        )
+        raise _fail(spec, raw, f"allowed: {spec.allowed}{hint}") from None
 
 
 def _to_bool(spec: _Spec, raw: str) -> bool:
@@ -392,7 +438,11 @@ def _to_choice(spec: _Spec, raw: str) -> str:
 def _check_range(spec: _Spec, value: float | None) -> None:
     if value is None:
         return
-    if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+    if (
+        not math.isfinite(value)
+        or (spec.low is not None and value < spec.low)
+        or (spec.high is not None and value > spec.high)
+    ):
         raise _fail(spec, value)
 
 
@@ -410,9 +460,23 @@ def _check_type(kind: type | tuple[type, ...]) -> Checker:
     return check
 
 
-def _check_names(spec: _Spec, value: Any) -> None:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _fail(spec, value, "allowed: a list of non-empty names")
+# Kafka's legal topic names; anything else fails only at run time, as an unknown topic error.
+_TOPIC_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_TOPICS: Final = "topic names of 1 to 249 characters a-z A-Z 0-9 . _ -"
+_TOPIC_ALLOWED: Final = "a topic name (1 to 249 characters a-z A-Z 0-9 . _ -)"
+
+
+def _check_topics(spec: _Spec, value: Any) -> None:
+    names = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        return
+    for name in names:
+        if not isinstance(name, str):
+            raise _fail(spec, value, f"allowed: {spec.allowed}")
+        if name in (".", "..") or (name and not _TOPIC_RE.fullmatch(name)):
+            raise _fail(spec, name, f"allowed: {_TOPICS}, not . or ..")
+        if not name and isinstance(value, list):
+            raise _fail(spec, value, "allowed: a list of non-empty names")
 
 
 _VERSION_RE: Final = re.compile(r"\d+\.\d+\.\d+(\.\d+)?")
@@ -483,10 +547,16 @@ def _check_limiter_rate(spec: _Spec, value: Any) -> None:
 
 _SPEC_LIST: Final = [
     _text("clientid", "client_id"),
-    _text("topic", "topic"),
-    _Spec("topics", "topics", _to_list, _check_names, "a comma-separated list of topics"),
+    _Spec("topic", "topic", _to_str, _check_topics, _TOPIC_ALLOWED),
+    _Spec("topics", "topics", _to_list, _check_topics, f"a comma-separated list of {_TOPICS}"),
     _text("group", "group"),
-    _bool("async", "async_produce"),
+    _Spec(
+        "async",
+        "async_produce",
+        _to_async,
+        _check_type(bool),
+        "1 (asynchronous) or 0 (synchronous), as in the Go plugin",
+    ),
     _choice("compression", "compression", "none", "gzip", "snappy", "lz4", "zstd"),
     _Spec(
         "version",
@@ -498,20 +568,23 @@ _SPEC_LIST: Final = [
     _choice("strategy", "strategy", "sticky", "range", "roundrobin"),
     _choice("partitioner", "partitioner", "random", "roundrobin", "hash"),
     _int("fetchDefault", "fetch_default", 1, 1_000_000_000),
-    _int("fetchMax", "fetch_max", 1, 2_147_483_135),
+    # librdkafka's fetch.max.bytes range; the low bound is message.max.bytes' (see rdkafka.py).
+    _int("fetchMax", "fetch_max", 1000, 2_147_483_135),
     # librdkafka's message.max.bytes range.
     _int("maxMessageBytes", "max_message_bytes", 1000, 1_000_000_000),
     _int("flushMessages", "flush_messages", 0, 1_000_000),
     _int("flushMaxMessages", "flush_max_messages", 0, 1_000_000),
     _int("flushBytes", "flush_bytes", 0, 2_147_483_647),
-    _int("flushFrequency", "flush_frequency_ms", 0, 900_000),
+    # linger.ms: librdkafka wants it below message.timeout.ms (300000 by default).
+    _int("flushFrequency", "flush_frequency_ms", 0, 299_999),
     _choice("initial", "initial", "newest", "oldest"),
     _int("maxWaitTime", "max_wait_time_ms", 0, 300_000),
     _int("batch", "batch", 0, 1_000_000),
     _int("batchFlush", "batch_flush_ms", 1, 3_600_000),
     _int("requiredAcks", "required_acks", -1, 1),
     _int("maxRetry", "max_retry", 0, 2_147_483_647, optional=True),
-    _int("retryInterval", "retry_interval_ms", 0, 3_600_000, optional=True),
+    # librdkafka's retry.backoff.ms is at most 300000 (0 is sent as 1).
+    _int("retryInterval", "retry_interval_ms", 0, 300_000, optional=True),
     _bool("trpcMeta", "trpc_meta"),
     _bool("idempotent", "idempotent"),
     _int("netMaxOpenRequests", "net_max_open_requests", 1, 1_000_000),
@@ -519,13 +592,16 @@ _SPEC_LIST: Final = [
     _int("netDailTimeout", "net_dial_timeout_ms", 1000, 2_147_483_647),
     _int("netReadTimeout", "net_read_timeout_ms", 10, 300_000),
     _int("netWriteTimeout", "net_write_timeout_ms", 10, 300_000),
-    _int("groupSessionTimeout", "group_session_timeout_ms", 1, 3_600_000),
+    # The broker refuses a JoinGroup outside group.min/max.session.timeout.ms, by default
+    # 6000..1800000: caught here instead of as "Invalid session timeout" at run time.
+    _int("groupSessionTimeout", "group_session_timeout_ms", 6000, 1_800_000),
     _int("groupRebalanceTimeout", "group_rebalance_timeout_ms", 1, 86_400_000),
     _int("groupRebalanceRetryMax", "group_rebalance_retry_max", 0, 1_000_000),
     _choice("isolationLevel", "isolation_level", "ReadUncommitted", "ReadCommitted"),
     _int("metadataRetryMax", "metadata_retry_max", 0, 1_000_000),
     _int("metadataRetryBackoff", "metadata_retry_backoff_ms", 0, 3_600_000),
-    _int("metadataRefreshFrequency", "metadata_refresh_frequency_s", 0, 3_600_000),
+    # Seconds; librdkafka's topic.metadata.refresh.interval.ms is at most 3600000.
+    _int("metadataRefreshFrequency", "metadata_refresh_frequency_s", 0, 3600),
     _bool("metadataFull", "metadata_full"),
     _bool("metadataAllowAutoTopicCreation", "metadata_allow_auto_topic_creation"),
     _text("user", "user"),
@@ -548,20 +624,23 @@ _SPEC_LIST: Final = [
         low=0,
     ),
     _int("limiterBurst", "limiter_burst", 0, 2_147_483_647),
-    _text("deadLetterTopic", "dead_letter_topic"),
+    _Spec("deadLetterTopic", "dead_letter_topic", _to_str, _check_topics, _TOPIC_ALLOWED),
 ]
 
 
 _SPECS: Final[dict[str, _Spec]] = {s.key: s for s in _SPEC_LIST}
 ADDRESS_KEYS: Final = tuple(_SPECS)
-_SECRET_FIELDS: Final = frozenset(_SPECS[key].field for key in SECRET_KEYS)
+_SECRET_FIELDS: Final = frozenset(s.field for s in _SPEC_LIST if is_secret_key(s.key))
 _TLS_SPECS: Final = tuple(s for s in _SPEC_LIST if s.key.startswith("tls"))
 _DEFAULTS: Final = KafkaConfig()
+_SPEC_DEFAULTS: Final = tuple((s, getattr(_DEFAULTS, s.field)) for s in _SPEC_LIST)
+_SPEC_DEFAULT: Final = {s.key: default for s, default in _SPEC_DEFAULTS}
+_DEFAULT_FIELDS: Final = dict(vars(_DEFAULTS))
 
 
 # -- parsing ------------------------------------------------------------------------------
 
-_HOST_RE: Final = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})")
+_HOST_RE: Final = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):([0-9]{1,5})")
 
 
 def _check_host(host: str, *, discover: bool = False) -> None:
@@ -586,24 +665,60 @@ def strip_scheme(address: str) -> str:
 
 
 def redact_address(address: str) -> str:
-    """The address with the password value (and secret rdkafka values) replaced."""
-
-    def hide(m: re.Match[str]) -> str:
-        key = m.group(1)
-        if key in SECRET_KEYS or (
-            key.startswith(RDKAFKA_PREFIX) and is_secret_setting(key[len(RDKAFKA_PREFIX) :])
-        ):
-            return f"{m.group(0)[: m.start(2) - m.start(0)]}{_REDACTED}"
-        return m.group(0)
-
-    return re.sub(r"(?<=[?&])([^=&]+)=([^&]*)", hide, address)
+    """The address with secret values (password, tlsKeyPassword, rdkafka.*secrets) masked."""
+    return redact_text(address)
 
 
-def is_secret_setting(name: str) -> bool:
-    """Whether a librdkafka property holds a secret (its value is never shown)."""
-    return any(
-        word in name for word in ("password", "secret", "key.pem", "sasl.oauthbearer.config")
+_SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+# Characters librdkafka cannot take: a lone surrogate has no UTF-8 form (confluent-kafka
+# crashes on one in a property name) and NUL ends a C string (the rest would be cut silently).
+_BAD_TEXT_RE: Final = re.compile(r"[\ud800-\udfff\x00]")
+# confluent-kafka settings whose value is a Python object (callbacks, the logger), not text:
+# an address cannot carry one, and a string there raises TypeError deep in confluent-kafka.
+_OBJECT_SETTINGS: Final = frozenset(
+    {
+        "logger",
+        "on_delivery",
+        "on_commit",
+        "opaque",
+        "interceptors",
+        "default.topic.config",
+        "default_topic_conf",
+        "ssl_key",
+        "ssl_engine_callback_data",
+    }
+)
+
+
+def _is_object_setting(name: str) -> bool:
+    return name in _OBJECT_SETTINGS or name.endswith(("_cb", "_callback"))
+
+
+def check_text(key: str, value: str, *, is_name: bool = False) -> None:
+    """Reject text librdkafka cannot take (lone surrogates, NUL), naming the key and where.
+
+    ``is_name``: ``value`` is the key's own name (as written in the address).
+    """
+    m = _BAD_TEXT_RE.search(value)
+    if m is None:
+        return
+    what = "a NUL character" if m.group() == "\x00" else f"a lone surrogate {m.group()!r}"
+    secret = is_secret_key(key)
+    subject = (
+        f"the key name {_shorten(key)!r}"
+        if is_name
+        else f"key {key!r} (value {MASK if secret else _shorten(value)!r})"
     )
+    raise ConfigError(
+        f"{subject} holds {what} at position {m.start()}; "
+        f"allowed: text without NUL and valid as UTF-8",
+        key=key,
+        value=None if secret or is_name else value,
+    )
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_address(address: str) -> KafkaConfig:
@@ -613,38 +728,65 @@ def parse_address(address: str) -> KafkaConfig:
     """
     if not isinstance(address, str):
         raise ConfigError(f"address must be a string, got {type(address).__name__}", key="address")
-    body = strip_scheme(address.strip())
+    if not address.strip():
+        raise ConfigError(
+            "the address is empty (is the 'address' / 'target' key missing?); expected "
+            "[kafka://]host:port[,host:port...]?topics=...&group=... for a consumer or "
+            "kafka://host:port?topic=... for a producer",
+            key="address",
+            value="",
+        )
+    stripped = address.strip()
+    scheme = _SCHEME_RE.match(stripped)
+    if scheme is not None and scheme.group(1) != "kafka":
+        raise ConfigError(
+            f"unknown scheme {scheme.group(1)!r} in address {_shorten(redact_address(address))!r}"
+            f", expected kafka:// (or no scheme)",
+            key="address",
+            value=scheme.group(1),
+        )
+    body = strip_scheme(stripped)
     hosts_part, sep, query = body.partition("?")
-    cfg = KafkaConfig()
+    check_text("hosts", hosts_part)
+    # A copy of the defaults without running the 60-field __init__ (a file may hold 40k).
+    cfg = object.__new__(KafkaConfig)
+    cfg.__dict__.update(_DEFAULT_FIELDS)
+    cfg.topics, cfg.rdkafka = [], {}
     seen: set[str] = set()
     if sep and not query:
         raise ConfigError(
-            f"address {redact_address(address)!r} ends with '?' but has no keys", key="address"
+            f"address {_shorten(redact_address(address))!r} ends with '?' but has no keys",
+            key="address",
         )
     for item in query.split("&") if query else ():
         if not item:
             raise ConfigError(
-                f"address {redact_address(address)!r} has an empty '&&' item", key="address"
+                f"address {_shorten(redact_address(address))!r} has an empty '&&' item",
+                key="address",
             )
         raw_key, eq, raw_value = item.partition("=")
         key = unquote(raw_key)
+        check_text(key, key, is_name=True)
         if not eq:
             raise ConfigError(
-                f"key {key!r} has no '=value' in address {redact_address(address)!r}", key=key
+                f"key {_shorten(key)!r} has no '=value' in address "
+                f"{_shorten(redact_address(address))!r}",
+                key=key,
             )
         if key in seen:
-            raise ConfigError(f"key {key!r} is given twice", key=key)
+            raise ConfigError(f"key {_shorten(key)!r} is given twice", key=key)
         seen.add(key)
         value = unquote(raw_value)
+        check_text(key, value)
         if value == "":
-            raise ConfigError(f"key {key!r} has an empty value", key=key, value="")
+            raise ConfigError(f"key {_shorten(key)!r} has an empty value", key=key, value="")
         if key.startswith(RDKAFKA_PREFIX) and len(key) > len(RDKAFKA_PREFIX):
             cfg.rdkafka[key[len(RDKAFKA_PREFIX) :]] = value
             continue
         spec = _SPECS.get(key)
         if spec is None:
             raise ConfigError(
-                f"unknown key {key!r}; allowed keys: {', '.join(ADDRESS_KEYS)}, "
+                f"unknown key {_shorten(key)!r}; allowed keys: {', '.join(ADDRESS_KEYS)}, "
                 f"or rdkafka.<librdkafka property>",
                 key=key,
             )
@@ -655,35 +797,60 @@ def parse_address(address: str) -> KafkaConfig:
     cfg.brokers = [h.strip() for h in hosts_part.split(",")] if hosts_part.strip() else []
     if not cfg.brokers:
         raise ConfigError(
-            f"address {redact_address(address)!r} names no broker; expected "
+            f"address {_shorten(redact_address(address))!r} names no broker; expected "
             f"host:port[,host:port...] before '?'",
             key="hosts",
             value="",
         )
-    cfg.validate()
+    cfg._validate([(spec, _SPEC_DEFAULT[spec.key]) for spec in map(_SPECS.get, seen) if spec])
     if cfg.rdkafka:
         check_rdkafka_settings(cfg.rdkafka)
     check_tls_files(cfg)
     return cfg
 
 
-def check_rdkafka_settings(settings: Mapping[str, str]) -> None:
-    """Let librdkafka judge pass-through settings now, with its own message, not at first use."""
-    import logging
+def check_rdkafka_settings(settings: Mapping[str, Any]) -> None:
+    """Let librdkafka judge pass-through settings now, with its own message, not at first use.
 
+    Text librdkafka cannot take and settings that need Python objects are refused first:
+    neither may reach confluent-kafka (a surrogate in a name crashes it).
+    """
     from confluent_kafka import KafkaException, Producer
 
+    for name, value in settings.items():
+        key = RDKAFKA_PREFIX + str(name)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"key {key!r}: a librdkafka property name is text", key=key)
+        check_text(key, name, is_name=True)
+        if _is_object_setting(name):
+            raise ConfigError(
+                f"key {key!r} is a confluent-kafka callback or object setting, which an "
+                f"address cannot set; allowed: rdkafka.<librdkafka property> with a text value",
+                key=key,
+            )
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(
+                f"key {key!r}: the value must be text or a number, got {type(value).__name__}",
+                key=key,
+            )
+        if isinstance(value, str):
+            check_text(key, value)
     quiet = logging.getLogger("trpc_kafka.config.check")
     quiet.disabled = True  # property-kind warnings of a throwaway instance are noise
     for name, value in settings.items():
         try:
             # No bootstrap servers: the instance never connects anywhere.
             Producer({name: value, "logger": quiet})
-        except KafkaException as exc:
-            shown = _REDACTED if is_secret_setting(name) else value
+        except (KafkaException, TypeError, ValueError) as exc:
+            err = exc.args[0] if exc.args else exc
+            text = err.str() if hasattr(err, "str") else str(err)
+            secret = is_secret_key(name)
+            if secret and str(value):
+                text = text.replace(str(value), MASK)
+            shown = MASK if secret else _shorten(str(value))
             raise ConfigError(
                 f"key {RDKAFKA_PREFIX + name!r} (value {shown!r}) rejected by librdkafka: "
-                f"{exc.args[0].str()}",
+                f"{text.strip()}",
                 key=RDKAFKA_PREFIX + name,
             ) from None
 
@@ -709,7 +876,7 @@ def check_tls_files(cfg: KafkaConfig) -> None:
         ]
         text = exc.args[0].str()
         if cfg.tls_key_password:
-            text = text.replace(cfg.tls_key_password, _REDACTED)
+            text = text.replace(cfg.tls_key_password, MASK)
         if "ssl.key.location" in text:
             text += (
                 " (the private key of tlsKeyFile cannot be read: it is no PEM key, or it is "
@@ -719,6 +886,80 @@ def check_tls_files(cfg: KafkaConfig) -> None:
             f"keys {', '.join(map(repr, keys))}: librdkafka cannot use the TLS files: {text}",
             key=keys[0],
         ) from None
+
+
+# -- keys of the other side ------------------------------------------------------------------
+
+Side = Literal["producer", "consumer"]
+_SIDE_ONLY: Final[dict[Side, frozenset[str]]] = {
+    "producer": frozenset(
+        [
+            "topic",
+            "async",
+            "compression",
+            "partitioner",
+            "maxMessageBytes",
+            "flushMessages",
+            "flushMaxMessages",
+            "flushBytes",
+            "flushFrequency",
+            "requiredAcks",
+            "idempotent",
+        ]
+    ),
+    "consumer": frozenset(
+        [
+            "topics",
+            "group",
+            "strategy",
+            "initial",
+            "fetchDefault",
+            "fetchMax",
+            "maxWaitTime",
+            "batch",
+            "batchFlush",
+            "maxProcessingTime",
+            "groupSessionTimeout",
+            "groupRebalanceTimeout",
+            "groupRebalanceRetryMax",
+            "isolationLevel",
+            "limiterRate",
+            "limiterBurst",
+            "deadLetterTopic",
+        ]
+    ),
+}
+_SIDE_SPECS: Final = {
+    side: tuple((spec, default) for spec, default in _SPEC_DEFAULTS if spec.key in keys)
+    for side, keys in _SIDE_ONLY.items()
+}
+_warned_sides: set[tuple[str, str]] = set()
+_logger = logging.getLogger("trpc_kafka.config")
+
+
+def other_side_keys(cfg: KafkaConfig, side: Side) -> list[str]:
+    """The keys set in ``cfg`` that only the other side reads (``group`` on a producer)."""
+    return [
+        spec.key
+        for spec, default in _SIDE_SPECS["consumer" if side == "producer" else "producer"]
+        if getattr(cfg, spec.field) != default
+    ]
+
+
+def warn_other_side_keys(cfg: KafkaConfig, side: Side, where: str) -> None:
+    """Warn once per place about keys a ``side`` ignores (the Go plugin ignores them silently;
+    a Go file must keep loading, so this is a warning, not an error)."""
+    keys = other_side_keys(cfg, side)
+    if not keys or (where, side) in _warned_sides:
+        return
+    _warned_sides.add((where, side))
+    _logger.warning(
+        "%s: key(s) %s only apply to a %s and are ignored by this %s",
+        where,
+        ", ".join(keys),
+        "consumer" if side == "producer" else "producer",
+        side,
+    )
 
 
 # -- configs registered in code --------------------------------------------------------
@@ -747,6 +988,11 @@ def register_addr_config(address: str, config: KafkaConfig) -> None:
 def unregister_addr_config(address: str) -> None:
     with _registered_lock:
         _registered.pop(strip_scheme(address), None)
+
+
+def is_registered(address: str) -> bool:
+    """Whether a config is registered for ``address`` (a placeholder such as fake_address)."""
+    return strip_scheme(address.strip()) in _registered
 
 
 def resolve_address(address: str) -> KafkaConfig:

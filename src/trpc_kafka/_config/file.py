@@ -20,12 +20,19 @@ deregister from); ``max_close_wait_time`` bounds the graceful close and is used 
 raises values under 10 s to 10 s; here 10 s is only the default).
 
 Bad files raise ConfigError naming the file, the line and the key path
-(``server.service[1].timeout``). Values of secret-looking keys never appear in messages or reprs.
+(``server.service[1].timeout``). Values of secret-looking keys never appear in messages or reprs
+(one rule for the whole library: ``secrets.py``).
+
+Hostile files are refused at load, never crash or hang the loader: control characters, tags
+that do not construct, integers beyond 64 bits, recursive anchors and alias bombs (expansion is
+bounded by the file's own size). Kafka addresses (kafka services' ``address``, kafka clients'
+``target``) are parsed at load too, so ``new_server()`` reports a bad one at its line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -35,31 +42,77 @@ from typing import Any, Final, cast
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from trpc_kafka._config.address import (
+    Side,
+    is_registered,
+    resolve_address,
+    warn_other_side_keys,
+)
 from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.secrets import MASK, is_secret_key, redact_text
 
 DEFAULT_MAX_CLOSE_WAIT_MS: Final = 10_000
 """Default bound of the graceful close, as tRPC-Go's ``MaxCloseWaitTime``."""
 
 DEFAULT_CONFIG_PATH: Final = "./trpc_python.yaml"
 
-# Keys whose values are secrets: never shown in error messages or reprs.
-_SECRET_KEY: Final = re.compile(r"pass(?:word|wd)|pwd|secret|token|credential", re.IGNORECASE)
-# The same inside strings: query parameters (Kafka addresses carry ``password=``) and URL userinfo.
-_SECRET_PARAM: Final = re.compile(
-    r"((?:pass(?:word|wd)|pwd|secret|token|credential)[\w.\-]*=)[^&\s]*", re.IGNORECASE
-)
-_URL_USERINFO: Final = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
-
 # tRPC-Go's expandenv: ``${NAME}`` only; a space, newline or quote before ``}`` means no match.
 _ENV_REF: Final = re.compile(r'\$\{([^} \n"]*)\}')
 
 _NULL_TAG: Final = "tag:yaml.org,2002:null"
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+_MERGING_TAGS: Final = frozenset((_MERGE_TAG, "tag:yaml.org,2002:value"))
+# Scalars whose construction can fail (``!!int abc``, a 5000-digit integer, ``!!timestamp
+# 2001-13-45``, bad base64): built while the tree is checked, so the error names their line.
+_FALLIBLE_TAGS: Final = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("int", "float", "timestamp", "binary", "bool")
+)
+
+# libyaml's parser (PyYAML wheels ship it) is ~20x faster than the pure-Python one; both give
+# nodes with line marks. The pure one is the fallback where libyaml is missing.
+_BaseLoader: Final[type[yaml.SafeLoader]] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_C_LOADER: Final = _BaseLoader is not yaml.SafeLoader
+# First characters for which an implicit tag (int, float, bool, null, timestamp, merge) may
+# apply; any other plain scalar is a string, without trying the resolver's regexes.
+_IMPLICIT_FIRST: Final = frozenset(k for k in _BaseLoader.yaml_implicit_resolvers if k)
+_STR_TAG: Final = "tag:yaml.org,2002:str"
+_BOOL_TAG: Final = "tag:yaml.org,2002:bool"
+_IMPLICIT_WORDS: Final = {
+    **dict.fromkeys(("null", "Null", "NULL"), _NULL_TAG),
+    **dict.fromkeys(
+        (
+            *("yes", "Yes", "YES", "no", "No", "NO", "true", "True", "TRUE"),
+            *("false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF"),
+        ),
+        _BOOL_TAG,
+    ),
+}
+# The fast path holds while the resolvers are PyYAML's own: letters start only bool and null
+# words, no wildcard or path resolvers (tests/config/test_file_hostile.py checks it).
+_FAST_RESOLVE: Final = None not in _BaseLoader.yaml_implicit_resolvers and not getattr(
+    _BaseLoader, "yaml_path_resolvers", None
+)
 
 
-def is_secret_key(key: str) -> bool:
-    """Whether a key's value must be hidden (``password``, ``sasl_password``, ``token``...)."""
-    return _SECRET_KEY.search(key) is not None
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """The safe loader with a fast path for the common string scalar (half its time)."""
+
+    def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode and _FAST_RESOLVE:
+            if not implicit[0]:  # quoted
+                return _STR_TAG
+            first = value[:1]
+            if first and first not in _IMPLICIT_FIRST:
+                return _STR_TAG
+            if first.isalpha():  # only the words of bool and null start with a letter
+                return _IMPLICIT_WORDS.get(value, _STR_TAG)
+        return str(super().resolve(kind, value, implicit))
+
+
+# Alias expansion bound (billion laughs): the nodes of the tree with every alias expanded may
+# exceed the file's own node count (at most one per character) by this many. Past it, the loaded
+# value would be exponentially larger than the file, and so would its repr.
+_ALIAS_EXPANSION_ALLOWANCE: Final = 100_000
 
 
 def redact(value: Any, key: str | None = None) -> Any:
@@ -69,9 +122,9 @@ def redact(value: Any, key: str | None = None) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v, key) for v in value)
     if key is not None and is_secret_key(key) and value is not None:
-        return "***"
+        return MASK
     if isinstance(value, str):
-        return _URL_USERINFO.sub(r"\1***@", _SECRET_PARAM.sub(r"\1***", value))
+        return redact_text(value)
     return value
 
 
@@ -104,6 +157,8 @@ class ServiceConfig(_RedactedRepr):
     """Line of the entry in the file; None when built in code."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Every other key of the entry (``ip``, ``port``, ``network``, ``registry``...), raw."""
+    address_line: int | None = None
+    """Line of the ``address:`` value; None when missing or built in code."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -142,6 +197,8 @@ class ClientServiceConfig(_RedactedRepr):
     extra: Mapping[str, Any] = field(default_factory=dict)
     callee: str = ""
     namespace: str = ""
+    target_line: int | None = None
+    """Line of the ``target:`` value; None when missing or built in code."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -198,18 +255,52 @@ def load_config(path: str | os.PathLike[str]) -> FileConfig:
 
 
 def parse_config(text: str, *, file: str = "<string>") -> FileConfig:
-    """Parse configuration text (``${NAME}`` already expanded); ``file`` names it in errors."""
-    loader = yaml.SafeLoader(text)
+    """Parse configuration text (``${NAME}`` already expanded); ``file`` names it in errors.
+
+    Kafka addresses (``server.service[].address`` of protocol kafka, ``client.service[].target``
+    of protocol kafka or with ``kafka://``) are parsed here too, so a bad one fails at load.
+    """
+    data: str | bytes = text
+    if _C_LOADER:
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from an environment variable
+            raise ConfigError(
+                f"invalid text: {text[exc.start]!r} is not valid UTF-8 (a lone surrogate; "
+                f"from an ${{ENV}} value?)",
+                file=file,
+                line=text.count("\n", 0, exc.start) + 1,
+            ) from None
+    loader = _Loader(data)
+    # Loading builds many containers and no cycles worth collecting: pausing the cyclic
+    # collector halves the time of a large file.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         try:
             root = loader.get_single_node()
-            return _Parser(loader, file).file_config(root)
+            config = _Parser(loader, file, len(text)).file_config(root)
         except yaml.MarkedYAMLError as exc:
             raise _yaml_error(exc, file) from None
+        except yaml.reader.ReaderError as exc:
+            # Its text quotes only the bad character, never the line.
+            newline: Any = "\n" if isinstance(data, str) else b"\n"
+            raise ConfigError(
+                f"invalid YAML: character U+{_code_point(exc.character):04X} is not allowed "
+                f"({exc.reason})",
+                file=file,
+                line=data.count(newline, 0, exc.position) + 1,
+            ) from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+            raise ConfigError(f"invalid YAML: {type(exc).__name__}", file=file) from None
+        except RecursionError:
+            raise ConfigError("invalid YAML: nested too deeply to load", file=file) from None
+        _check_kafka_addresses(config)
     finally:
         loader.dispose()
+        if collecting:
+            gc.enable()
+    return config
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> ConfigError:
@@ -244,36 +335,53 @@ def _kind(node: Node) -> str:
 
 
 _Entries = dict[str, tuple[Node, Node]]
+_Path = tuple[Any, str | int] | None  # (parent path, key or index), spelled by _spell
 
-_SERVER_KEYS: Final = (
-    "app",
-    "server",
-    "filter",
-    "timeout",
-    "protocol",
-    "close_wait_time",
-    "max_close_wait_time",
-    "service",
+
+def _spell(path: _Path) -> str:
+    """``server.service[1].timeout`` of a check_tree path."""
+    pieces: list[str] = []
+    while path is not None:
+        path, piece = path
+        pieces.append(f"[{piece}]" if isinstance(piece, int) else f".{piece}")
+    return "".join(reversed(pieces)).lstrip(".")
+
+
+_SERVER_KEYS: Final = frozenset(
+    (
+        "app",
+        "server",
+        "filter",
+        "timeout",
+        "protocol",
+        "close_wait_time",
+        "max_close_wait_time",
+        "service",
+    )
 )
-_SERVICE_KEYS: Final = ("name", "address", "protocol", "timeout", "filter")
-_CLIENT_KEYS: Final = ("timeout", "filter", "protocol", "namespace", "service")
-_CLIENT_SERVICE_KEYS: Final = (
-    "name",
-    "callee",
-    "target",
-    "protocol",
-    "timeout",
-    "filter",
-    "namespace",
+_SERVICE_KEYS: Final = frozenset(("name", "address", "protocol", "timeout", "filter"))
+_CLIENT_KEYS: Final = frozenset(("timeout", "filter", "protocol", "namespace", "service"))
+_CLIENT_SERVICE_KEYS: Final = frozenset(
+    (
+        "name",
+        "callee",
+        "target",
+        "protocol",
+        "timeout",
+        "filter",
+        "namespace",
+    )
 )
 
 
 class _Parser:
     """Walks the composed node tree so every error can name its line and key path."""
 
-    def __init__(self, loader: yaml.SafeLoader, file: str) -> None:
+    def __init__(self, loader: yaml.SafeLoader, file: str, size: int = 0) -> None:
         self.loader = loader
         self.file = file
+        self.size = size  # characters of the text: bounds alias expansion
+        self.aliased = False  # check_tree met a node twice: the file uses aliases
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -299,32 +407,95 @@ class _Parser:
 
     # -- primitives ----------------------------------------------------------------------------
 
-    def check_tree(self, node: Node, path: str, seen: set[int]) -> None:
-        """Reject a key repeated in one mapping anywhere, as yaml.v3 (tRPC-Go) does.
+    def check_tree(self, root: Node) -> None:
+        """Reject a key repeated in one mapping anywhere, as yaml.v3 (tRPC-Go) does, and
+        scalars whose tag cannot be built (``!!int abc``), each at its line.
 
-        PyYAML would silently keep the last one.
+        PyYAML would silently keep the last of a repeated key. Iterative, and key paths are
+        only spelled out for an error: a file of 40,000 services is checked in a blink.
         """
-        if id(node) in seen:  # an alias: already checked (and may be recursive)
-            return
-        seen.add(id(node))
-        if isinstance(node, MappingNode):
-            first: dict[str, Node] = {}
-            for key_node, value_node in node.value:
-                sub = path
-                if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE_TAG:
-                    sub = f"{path}.{key_node.value}" if path else str(key_node.value)
-                    prev = first.setdefault(key_node.value, key_node)
-                    if prev is not key_node:
+        seen: set[int] = set()
+        # (node, path) where a path is None or (parent path, key or list index).
+        stack: list[tuple[Node, _Path]] = [(root, None)]
+        while stack:
+            node, path = stack.pop()
+            if id(node) in seen:  # an alias: already checked
+                self.aliased = True
+                continue
+            seen.add(id(node))
+            if isinstance(node, ScalarNode):
+                if node.tag in _FALLIBLE_TAGS:
+                    value = self.raw(node, _spell(path))
+                    # As yaml.v3: an integer fits 64 bits. A bigger one (0x + 5000 digits)
+                    # would not even print (Python's 4300-digit limit).
+                    if isinstance(value, int) and value.bit_length() > 64:
+                        shown = _shorten(node.value, 40)
                         raise self.fail(
-                            sub, key_node, f"key defined twice (first at line {_line(prev)})"
+                            _spell(path),
+                            node,
+                            f"invalid value {shown!r}: an integer of more than 64 bits",
                         )
-                self.check_tree(value_node, sub, seen)
-        elif isinstance(node, SequenceNode):
-            for i, item in enumerate(node.value):
-                self.check_tree(item, f"{path}[{i}]", seen)
+            elif isinstance(node, MappingNode):
+                first: dict[str, Node] = {}
+                for key_node, value_node in node.value:
+                    sub = path
+                    if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE_TAG:
+                        sub = (path, str(key_node.value))
+                        prev = first.setdefault(key_node.value, key_node)
+                        if prev is not key_node:
+                            raise self.fail(
+                                _spell(sub),
+                                key_node,
+                                f"key defined twice (first at line {_line(prev)})",
+                            )
+                    # Most values are plain strings: nothing to check, no stack round trip.
+                    if value_node.__class__ is not ScalarNode or value_node.tag != _STR_TAG:
+                        stack.append((value_node, sub))
+            elif isinstance(node, SequenceNode):
+                stack.extend((item, (path, i)) for i, item in enumerate(node.value))
 
-    def raw(self, node: Node) -> Any:
-        return self.loader.construct_object(node, deep=True)
+    def raw(self, node: Node, path: str = "") -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, LookupError, ArithmeticError) as exc:
+            # What the value should be: the tag without its prefix (``int``, ``timestamp``).
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            shown, raw = self.shown(path, node)
+            if isinstance(node, ScalarNode) and len(node.value) > 60:
+                shown = f"({len(node.value)} characters)"
+            reason = str(exc) if isinstance(exc, TypeError) else f"not a valid {tag}"
+            raise self.fail(path, node, f"invalid value {shown}: {_shorten(reason)}", raw) from None
+
+    def check_aliases(self, root: Node) -> None:
+        """Refuse recursive aliases (as yaml.v3) and alias bombs, before anything is built."""
+        limit = self.size + _ALIAS_EXPANSION_ALLOWANCE
+        sizes: dict[int, int] = {}
+        open_: set[int] = set()  # nodes whose subtree is being counted
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            node, finished = stack.pop()
+            key = id(node)
+            children = _children(node)
+            if finished:
+                open_.discard(key)
+                total = 1 + sum(sizes[id(c)] for c in children)
+                if total > limit:
+                    raise self.fail(
+                        "",
+                        node,
+                        f"aliases expand to more than {limit} values (an alias bomb?); "
+                        f"refused: at most {_ALIAS_EXPANSION_ALLOWANCE} more than the file's "
+                        "own values",
+                    )
+                sizes[key] = total
+                continue
+            if key in sizes:
+                continue
+            if key in open_:
+                raise self.fail("", node, "an anchor's value contains an alias of itself")
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
 
     def mapping(self, node: Node, path: str, what: str = "a mapping") -> _Entries:
         """Key -> (key node, value node), merge keys (``<<``) applied; null is empty."""
@@ -332,11 +503,13 @@ class _Parser:
             return {}
         if not isinstance(node, MappingNode):
             raise self.fail(path, node, f"must be {what}, got {_kind(node)}")
-        self.loader.flatten_mapping(node)
         entries: _Entries = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode):
                 raise self.fail(path, key_node, f"keys must be scalars, got {_kind(key_node)}")
+            if key_node.tag in _MERGING_TAGS:  # rare: apply ``<<`` and start over
+                self.loader.flatten_mapping(node)
+                return self.mapping(node, path, what)
             # Later entries win: after flattening, the mapping's own keys follow merged ones.
             entries[str(key_node.value)] = (key_node, value_node)
         return entries
@@ -344,8 +517,13 @@ class _Parser:
     def string(self, e: _Entries, key: str, path: str) -> str:
         """A string field; any scalar decodes into one as in yaml.v3, with its source text kept
         (``app: 0123`` stays "0123"). Missing or null: ``""``."""
-        node = _value(e, key)
-        if node is None or _is_null(node):
+        pair = e.get(key)
+        if pair is None:
+            return ""
+        node = pair[1]
+        if node.__class__ is ScalarNode:  # the common case first (40,000 services...)
+            return "" if node.tag == _NULL_TAG else str(node.value)
+        if _is_null(node):
             return ""
         if not isinstance(node, ScalarNode):
             raise self.fail(f"{path}.{key}", node, f"must be a string, got {_kind(node)}")
@@ -388,26 +566,29 @@ class _Parser:
         node = _value(e, key)
         return {} if node is None else self.mapping(node, key)
 
-    def rest(self, e: _Entries, known: Iterable[str]) -> dict[str, Any]:
+    def rest(self, e: _Entries, known: frozenset[str]) -> dict[str, Any]:
         """The keys this library does not use, raw: kept so tRPC-Go files load unchanged."""
-        skip = set(known)
-        return {k: self.raw(v) for k, (_, v) in e.items() if k not in skip}
+        if len(e) <= len(known) and known.issuperset(e):  # the common case: nothing else
+            return {}
+        return {k: self.raw(v) for k, (_, v) in e.items() if k not in known}
 
     # -- sections ------------------------------------------------------------------------------
 
     def file_config(self, root: Node | None) -> FileConfig:
         if root is None:  # an empty file: all defaults, as yaml.v3 gives
             return FileConfig(path=self.file)
-        self.check_tree(root, "", set())
+        self.check_tree(root)
+        if self.aliased:
+            self.check_aliases(root)
         top = self.mapping(root, "", "a mapping with global, server, client and plugins sections")
-        global_ = self.rest(self.section(top, "global"), ())
+        global_ = self.rest(self.section(top, "global"), frozenset())
         return FileConfig(
             path=self.file,
             global_=global_,
             server=self.server(self.section(top, "server")),
             client=self.client(self.section(top, "client"), global_),
-            plugins=self.rest(self.section(top, "plugins"), ()),
-            extra=self.rest(top, ("global", "server", "client", "plugins")),
+            plugins=self.rest(self.section(top, "plugins"), frozenset()),
+            extra=self.rest(top, frozenset(("global", "server", "client", "plugins"))),
         )
 
     def server(self, s: _Entries) -> ServerConfig:
@@ -428,6 +609,7 @@ class _Parser:
                     filters=_dedup(filters, self.names(e, "filter", sp)),
                     line=_line(item),
                     extra=self.rest(e, _SERVICE_KEYS),
+                    address_line=_value_line(e, "address"),
                 )
             )
         return ServerConfig(
@@ -465,6 +647,7 @@ class _Parser:
                     extra=self.rest(e, _CLIENT_SERVICE_KEYS),
                     callee=self.string(e, "callee", sp) or name,
                     namespace=self.string(e, "namespace", sp) or namespace,
+                    target_line=_value_line(e, "target"),
                 )
             )
         return ClientConfig(
@@ -512,6 +695,85 @@ class _Parser:
             first_line[name] = _line(name_node)
             out.append((i, item, e))
         return out
+
+
+def _code_point(character: int | str) -> int:
+    # libyaml reports the code point, the pure-Python reader the character.
+    return character if isinstance(character, int) else ord(character)
+
+
+def _value_line(e: _Entries, key: str) -> int | None:
+    node = _value(e, key)
+    return None if node is None else _line(node)
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+KAFKA_PROTOCOL: Final = "kafka"
+# A single name (no port, no query): a placeholder such as ``fake_address`` whose config is
+# registered in code (register_addr_config), possibly after the file is loaded; it is checked
+# when the service starts or the proxy is created.
+_PLACEHOLDER: Final = re.compile(r"(kafka://)?[A-Za-z_][\w.\-]*")
+
+
+def _check_kafka_addresses(config: FileConfig) -> None:
+    """Parse every Kafka address of the file now, so a bad one fails at load, at its line."""
+    for i, s in enumerate(config.server.services):
+        if s.protocol != KAFKA_PROTOCOL:
+            continue
+        path = f"server.service[{i}]"
+        if not s.address:
+            raise ConfigError(
+                f"{path} {s.name!r}: the 'address' key is missing; a kafka service needs "
+                "host:port[,host:port...]?topics=...&group=...",
+                key=f"{path}.address",
+                file=config.path,
+                line=s.line,
+            )
+        _check_address(
+            s.address,
+            side="consumer",
+            where=f"{path} {s.name!r}: address",
+            file=config.path,
+            line=s.address_line or s.line,
+            key=f"{path}.address",
+        )
+    for i, c in enumerate(config.client.services):
+        if not c.target or (c.protocol != KAFKA_PROTOCOL and not c.target.startswith("kafka://")):
+            continue  # without a target, new_client_proxy needs target= or names the entry
+        path = f"client.service[{i}]"
+        _check_address(
+            c.target,
+            side="producer",
+            where=f"{path} {c.name!r}: target",
+            file=config.path,
+            line=c.target_line or c.line,
+            key=f"{path}.target",
+        )
+
+
+def _check_address(
+    address: str, *, side: Side, where: str, file: str, line: int | None, key: str
+) -> None:
+    if _PLACEHOLDER.fullmatch(address.strip()) and not is_registered(address):
+        return
+    try:
+        cfg = resolve_address(address)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{where}: {exc.message}", key=key, value=exc.value, file=file, line=line
+        ) from None
+    warn_other_side_keys(cfg, side, f"{file}:{line}: {where}")
 
 
 def _value(e: _Entries, key: str) -> Node | None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from trpc_kafka._config.address import KafkaConfig, is_secret_setting, resolve_brokers
+from trpc_kafka._config.address import KafkaConfig, resolve_brokers
+from trpc_kafka._config.secrets import MASK, is_secret_key
 
 # Sarama's sticky is an eager protocol librdkafka does not implement; librdkafka's sticky
 # assignor is the cooperative (incremental) one. Members of one group must agree on the
@@ -89,7 +90,7 @@ def producer_settings(cfg: KafkaConfig) -> dict[str, Any]:
             "compression.type": cfg.compression,
             "acks": cfg.required_acks,
             "retries": cfg.producer_max_retry,
-            "retry.backoff.ms": cfg.producer_retry_interval_ms,
+            "retry.backoff.ms": max(cfg.producer_retry_interval_ms, 1),  # librdkafka: >= 1
             "enable.idempotence": cfg.idempotent,
             "message.max.bytes": cfg.max_message_bytes,
             # Keyless (and every message for random): librdkafka spreads them at random.
@@ -125,6 +126,9 @@ def consumer_settings(cfg: KafkaConfig) -> dict[str, Any]:
             "isolation.level": ISOLATION[cfg.isolation_level],
             "max.partition.fetch.bytes": cfg.fetch_default,
             "fetch.max.bytes": cfg.fetch_max,
+            # librdkafka wants fetch.max.bytes >= message.max.bytes (1000000 by default),
+            # which bounds only what a consumer sends.
+            "message.max.bytes": min(cfg.fetch_max, 1_000_000),
             "receive.message.max.bytes": receive_max,
             "fetch.wait.max.ms": cfg.max_wait_time_ms,
             "session.timeout.ms": cfg.group_session_timeout_ms,
@@ -151,4 +155,4 @@ def consumer_settings(cfg: KafkaConfig) -> dict[str, Any]:
 
 def redact_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """librdkafka settings fit to show: secret values (passwords, keys) replaced."""
-    return {k: ("******" if v and is_secret_setting(k) else v) for k, v in settings.items()}
+    return {k: (MASK if v and is_secret_key(k) else v) for k, v in settings.items()}

@@ -32,7 +32,12 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_address
+from trpc_kafka._config.address import (
+    KafkaConfig,
+    redact_address,
+    resolve_address,
+    warn_other_side_keys,
+)
 from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._kafka_errors import kafka_error_of
 from trpc_kafka._producer import pool as _pool
@@ -1196,7 +1201,20 @@ def new_client_proxy(
             f"add a client.service entry named {name!r} with a target to the configuration file",
             key="target",
         )
-    config = resolve_address(resolved_target)
+    try:
+        config = resolve_address(resolved_target)
+    except ConfigError as exc:
+        if target is not None or service is None or file_cfg is None:
+            raise
+        # From the file: where the target is (file, line of target:, the entry's name).
+        raise ConfigError(
+            f"client.service {name!r}: target: {exc.message}",
+            key="target",
+            value=exc.value,
+            file=file_cfg.path,
+            line=service.target_line or service.line,
+        ) from None
+    warn_other_side_keys(config, "producer", where)
 
     if timeout is None:
         timeout_ms = service.timeout_ms if service is not None else None

@@ -218,7 +218,7 @@ class Service:
             key=f"{self._path}.{key}" if self._path else key,
             value=value,
             file=self._file,
-            line=self.config.line,
+            line=(self.config.address_line if key == "address" else None) or self.config.line,
         )
 
     def __repr__(self) -> str:
