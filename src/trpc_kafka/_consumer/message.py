@@ -15,6 +15,7 @@ a list holding a NULL name on every later call, which crashes the interpreter wh
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,12 @@ Header = tuple[str, "bytes | None"]
 _TIMESTAMP_NOT_AVAILABLE = 0
 
 logger = logging.getLogger("trpc_kafka.consumer")
+
+# record.headers() as a C-level call, which always turns a result returned with an exception
+# set into SystemError. A Python call site that the interpreter has specialised (3.11+, after a
+# few calls) skips that check: headers() then returns the list with the NULL name silently and
+# leaves the exception pending, to surface in whatever C call comes next.
+_call_headers = operator.methodcaller("headers")
 
 # Serialises the first headers() call of a record with the repair of a poisoned one: between
 # the SystemError and set_headers() another thread (a plain def handler) would get the
@@ -43,7 +50,7 @@ def record_headers(record: Any) -> list[Header]:
     """
     with _HEADERS_LOCK:
         try:
-            headers: list[Header] | None = record.headers()
+            headers: list[Header] | None = _call_headers(record)
         except SystemError as exc:
             headers = _repair_headers(record, exc)
     return [] if headers is None else headers
@@ -52,23 +59,33 @@ def record_headers(record: Any) -> list[Header]:
 def _repair_headers(record: Any, exc: SystemError) -> list[Header]:
     """After headers() failed: keep the readable headers, make the record safe to read again."""
     try:
-        readable = _readable_headers(record.headers())
+        readable = _readable_headers(_call_headers(record))
     except Exception:  # ctypes missing or changed: drop every header instead
         readable = None
     record.set_headers([] if readable is None else readable)
-    cause = exc.__cause__ or exc.__context__
-    bad_name = cause.object if isinstance(cause, UnicodeDecodeError) else None
     logger.warning(
-        "kafka server transport: topic %s partition %d offset %d: %s; a header name is not "
-        "UTF-8 (e.g. %r), the message is handled without %s",
+        "kafka server transport: topic %s partition %d offset %d: a header name is not UTF-8 "
+        "(%s); handled without %s",
         record.topic(),
         record.partition(),
         record.offset(),
-        "confluent-kafka cannot decode its headers",
-        bad_name,
+        _bad_name(exc),
         "any headers" if readable is None else "the headers whose name is not UTF-8",
     )
     return [] if readable is None else readable
+
+
+def _bad_name(exc: BaseException) -> str:
+    """The name confluent-kafka failed to decode, from the exception chain (a second bad name
+    in one record nests a SystemError per name)."""
+    seen: BaseException | None = exc
+    for _ in range(100):
+        if seen is None:
+            break
+        if isinstance(seen, UnicodeDecodeError):
+            return f"e.g. {seen.object!r}"
+        seen = seen.__cause__ or seen.__context__
+    return f"confluent-kafka: {exc}"
 
 
 def _readable_headers(poisoned: object) -> list[Header] | None:
