@@ -8,8 +8,9 @@ Handlers may also build messages themselves (for unit tests of their own code) w
 
 Headers are read through :func:`record_headers` only: confluent-kafka (2.16 and earlier) cannot
 convert a header whose name is not UTF-8 (legal on the wire; Sarama, the Java client and
-aiokafka write them). Its ``Message.headers()`` raises SystemError on the first call and returns
-a list holding a NULL name on every later call, which crashes the interpreter when touched.
+aiokafka write them). Its ``Message.headers()`` fails on the first call (SystemError, or nothing
+at all from a call site the interpreter has specialised) and returns a list holding a NULL name
+on every later call, which crashes the interpreter when touched.
 """
 
 from __future__ import annotations
