@@ -170,7 +170,10 @@ def test_record_headers_many_poisoned_records(kafka_bootstrap: str, topic: str) 
 
 # Run in a subprocess: the upstream part may crash the interpreter.
 _UPSTREAM = """
+import resource
 import sys
+
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # it may segfault: no core file
 from tests.consumer.test_poison_records import _first_record
 from trpc_kafka._consumer.message import record_headers
 
@@ -189,7 +192,10 @@ print("upstream unpacked", names, flush=True)
 
 
 def test_upstream_bug_reproduction(
-    kafka_bootstrap: str, topic: str, record_property: Callable[[str, object], None]
+    kafka_bootstrap: str,
+    topic: str,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
     """confluent-kafka <= 2.16: SystemError, then a NULL name that segfaults when unpacked.
 
@@ -202,7 +208,7 @@ def test_upstream_bug_reproduction(
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=ROOT,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         check=False,
     )
@@ -231,6 +237,7 @@ class PoisonApp:
                 [sys.executable, str(APP), bootstrap, topic, self.prefix, str(self.out)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=tmp_path,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
 

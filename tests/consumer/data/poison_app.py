@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import sys
 import threading
 from typing import Any
@@ -38,6 +39,7 @@ def shown(data: bytes | None) -> Any:
 
 def main() -> int:
     bootstrap, topic, prefix, out_path = sys.argv[1:5]
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash is a test failure, no core file
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
