@@ -28,7 +28,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.consumer._util import committed, new_group
+from tests.consumer.data.poison_app import SENTINEL, shown
 from trpc_kafka._consumer.message import record_headers
+from trpc_kafka._tools.broker import create_topic
 
 NewTopic = Callable[..., str]
 
@@ -96,20 +98,26 @@ def write_foreign(
         asyncio.run(run())
 
 
-def _first_record(bootstrap: str, topic: str, offset: int = 0) -> Any:
+def _records(bootstrap: str, topic: str, count: int) -> list[Any]:
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": new_group(), "enable.auto.commit": False}
     )
+    out: list[Any] = []
     try:
-        consumer.assign([TopicPartition(topic, 0, offset)])
+        consumer.assign([TopicPartition(topic, 0, 0)])
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while len(out) < count and time.monotonic() < deadline:
             record = consumer.poll(0.5)
             if record is not None and record.error() is None:
-                return record
-        raise AssertionError(f"no record at {topic}[0]@{offset} within 60s")
+                out.append(record)
     finally:
         consumer.close()
+    assert len(out) == count, f"{len(out)} of {count} records from {topic} within 60s"
+    return out
+
+
+def _first_record(bootstrap: str, topic: str) -> Any:
+    return _records(bootstrap, topic, 1)[0]
 
 
 POISON_HEADERS: ForeignHeaders = [
@@ -135,24 +143,6 @@ def test_record_headers_drops_names_that_are_not_utf8(
     text = warning.getMessage()
     assert f"topic {topic} partition 0 offset 0" in text
     assert "b'bad\\xff'" in text or "b'\\xc3('" in text, text
-
-
-def _records(bootstrap: str, topic: str, count: int) -> list[Any]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": new_group(), "enable.auto.commit": False}
-    )
-    out: list[Any] = []
-    try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        deadline = time.monotonic() + 60
-        while len(out) < count and time.monotonic() < deadline:
-            record = consumer.poll(0.5)
-            if record is not None and record.error() is None:
-                out.append(record)
-    finally:
-        consumer.close()
-    assert len(out) == count, f"{len(out)} of {count} records from {topic} within 60s"
-    return out
 
 
 def test_record_headers_many_poisoned_records(kafka_bootstrap: str, topic: str) -> None:
@@ -272,7 +262,6 @@ class PoisonApp:
 
 
 MB = 1_000_000
-SENTINEL = b"sentinel"
 # (key, value, headers as written) of every record before the sentinel.
 FOREIGN: list[tuple[bytes | None, bytes | None, ForeignHeaders]] = [
     (b"k0", b"v0", POISON_HEADERS),
@@ -286,12 +275,6 @@ FOREIGN: list[tuple[bytes | None, bytes | None, ForeignHeaders]] = [
 ]
 
 
-def _shown(data: bytes | None) -> Any:
-    if data is None:
-        return None
-    return data.hex() if len(data) <= 1024 else {"len": len(data), "set": sorted(set(data))}
-
-
 def _readable(headers: ForeignHeaders) -> list[tuple[str, bytes | None]]:
     return [(name, value) for name, value in headers if isinstance(name, str)]
 
@@ -301,11 +284,11 @@ def _expected(index: int, trpc_meta: bool) -> dict[str, Any]:
     readable = _readable(headers)
     return {
         "offset": index,
-        "key": _shown(key),
-        "value": _shown(value),
-        "headers": [[name, _shown(v)] for name, v in readable],
+        "key": shown(key),
+        "value": shown(value),
+        "headers": [[name, shown(v)] for name, v in readable],
         "meta": (
-            {name: _shown(b"" if v is None else v) for name, v in sorted(dict(readable).items())}
+            {name: shown(b"" if v is None else v) for name, v in sorted(dict(readable).items())}
             if trpc_meta
             else {}
         ),
@@ -321,7 +304,7 @@ def test_foreign_records_single_batch_dead_letter(
     every group commits past the sentinel."""
     topic = new_topic()
     for suffix in ("-dead", "-dead-meta"):
-        new_topic_named(kafka_bootstrap, topic + suffix)
+        create_topic(kafka_bootstrap, topic + suffix, partitions=1)
     write_foreign(kafka_bootstrap, topic, [*FOREIGN, (b"end", SENTINEL, [])])
     sentinel = len(FOREIGN)
     services = ["single", "single-meta", "batch", "batch-meta", "dead", "dead-meta"]
@@ -374,9 +357,3 @@ def test_foreign_records_single_batch_dead_letter(
     for service in services:
         group = f"{app.prefix}-{service}"
         assert committed(kafka_bootstrap, group, topic, 1) == {0: sentinel + 1}, service
-
-
-def new_topic_named(bootstrap: str, name: str) -> None:
-    from trpc_kafka._tools.broker import create_topic
-
-    create_topic(bootstrap, name, partitions=1)
