@@ -295,7 +295,6 @@ def _expected(index: int, trpc_meta: bool) -> dict[str, Any]:
     }
 
 
-@pytest.mark.slow
 def test_foreign_records_single_batch_dead_letter(
     kafka_bootstrap: str, new_topic: NewTopic, tmp_path: Path
 ) -> None:
