@@ -5,10 +5,19 @@ and ``offset`` are plain attributes, ``key``, ``value``, ``headers`` and ``times
 from the record when asked for (nothing is copied per message for a handler that does not look).
 Handlers may also build messages themselves (for unit tests of their own code) with
 ``ConsumerMessage(topic, partition, offset, key=..., value=...)``.
+
+Headers are read through :func:`record_headers` only: confluent-kafka (2.16 and earlier) cannot
+convert a header whose name is not UTF-8 (legal on the wire; Sarama, the Java client and
+aiokafka write them). Its ``Message.headers()`` fails on the first call (SystemError, or nothing
+at all from a call site the interpreter has specialised) and returns a list holding a NULL name
+on every later call, which crashes the interpreter when touched.
 """
 
 from __future__ import annotations
 
+import logging
+import operator
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +26,98 @@ Header = tuple[str, "bytes | None"]
 
 # librdkafka's "no timestamp" type.
 _TIMESTAMP_NOT_AVAILABLE = 0
+
+logger = logging.getLogger("trpc_kafka.consumer")
+
+# record.headers() as a C-level call, which always turns a result returned with an exception
+# set into SystemError. A Python call site that the interpreter has specialised (3.11+, after a
+# few calls) skips that check: headers() then returns the list with the NULL name silently and
+# leaves the exception pending, to surface in whatever C call comes next.
+_call_headers = operator.methodcaller("headers")
+
+# Serialises the first headers() call of a record with the repair of a poisoned one: between
+# the SystemError and set_headers() another thread (a plain def handler) would get the
+# poisoned list from headers().
+_HEADERS_LOCK = threading.Lock()
+
+
+def record_headers(record: Any) -> list[Header]:
+    """The headers of a librdkafka record: the only safe way to read them.
+
+    A header whose name is not valid UTF-8 is left out, with a warning. The record is repaired
+    on the spot (``set_headers`` with the readable headers), so every later ``headers()`` call
+    on it, ours or anyone's, returns that list: confluent-kafka converts headers once and keeps
+    the result on the record.
+    """
+    with _HEADERS_LOCK:
+        try:
+            headers: list[Header] | None = _call_headers(record)
+        except SystemError as exc:
+            headers = _repair_headers(record, exc)
+    return [] if headers is None else headers
+
+
+def _repair_headers(record: Any, exc: SystemError) -> list[Header]:
+    """After headers() failed: keep the readable headers, make the record safe to read again."""
+    try:
+        readable = _readable_headers(_call_headers(record))
+    except Exception:  # ctypes missing or changed: drop every header instead
+        readable = None
+    record.set_headers([] if readable is None else readable)
+    logger.warning(
+        "kafka server transport: topic %s partition %d offset %d: a header name is not UTF-8 "
+        "(%s); handled without %s",
+        record.topic(),
+        record.partition(),
+        record.offset(),
+        _bad_name(exc),
+        "any headers" if readable is None else "the headers whose name is not UTF-8",
+    )
+    return [] if readable is None else readable
+
+
+def _bad_name(exc: BaseException) -> str:
+    """The name confluent-kafka failed to decode, from the exception chain (a second bad name
+    in one record nests a SystemError per name)."""
+    seen: BaseException | None = exc
+    for _ in range(100):
+        if seen is None:
+            break
+        if isinstance(seen, UnicodeDecodeError):
+            return f"e.g. {seen.object!r}"
+        seen = seen.__cause__ or seen.__context__
+    return f"confluent-kafka: {exc}"
+
+
+def _readable_headers(poisoned: object) -> list[Header] | None:
+    """The (name, value) pairs of a list left by a failed headers() call whose name is not NULL.
+
+    Its items are looked at through the C API first: indexing a NULL from Python crashes.
+    None when the list is not the expected shape.
+    """
+    import ctypes  # only ever needed for a poisoned record
+
+    # Own prototypes (borrowed pointer as an int, None for NULL): the shared
+    # ctypes.pythonapi attributes are left as other code configured them.
+    item = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_ssize_t)
+    list_item = item(("PyList_GetItem", ctypes.pythonapi))
+    tuple_item = item(("PyTuple_GetItem", ctypes.pythonapi))
+    if type(poisoned) is not list:
+        return None
+    readable: list[Header] = []
+    for i in range(len(poisoned)):
+        if not list_item(poisoned, i):
+            continue
+        pair = poisoned[i]
+        if type(pair) is not tuple or len(pair) != 2:
+            return None
+        if not tuple_item(pair, 0) or not tuple_item(pair, 1):
+            continue  # the name (or, out of memory, the value) could not be made
+        name, value = pair
+        if type(name) is not str or (value is not None and type(value) is not bytes):
+            return None
+        readable.append((name, value))
+    return readable
 
 
 class ContinueWithoutCommit(Exception):  # noqa: N818 - the reference's name, minus "Error"
@@ -35,9 +136,11 @@ class ConsumerMessage:
     """One Kafka record as a handler sees it (the reference's ``sarama.ConsumerMessage``).
 
     Attributes: ``topic`` (str), ``partition`` (int), ``offset`` (int), ``key`` and ``value``
-    (bytes or None), ``headers`` (a list of ``(key, value)`` pairs, key str, value bytes or
-    None; empty when the record has none) and ``timestamp`` (milliseconds since the epoch, as
-    Kafka stores it, or None when the record carries no timestamp).
+    (bytes or None), ``headers`` (a list of ``(key, value)`` pairs in record order, names
+    may repeat, key str, value bytes or None; empty when the record has none; a header whose
+    name is not UTF-8 is left out with a warning, see :func:`record_headers`) and
+    ``timestamp`` (milliseconds since the epoch, as Kafka stores it, or None when the record
+    carries no timestamp).
     """
 
     __slots__ = ("_headers", "_key", "_timestamp", "_value", "offset", "partition", "topic")
@@ -114,8 +217,8 @@ class WireMessage(ConsumerMessage):
 
     @property
     def headers(self) -> list[Header]:
-        headers: list[Header] | None = self._m.headers()
-        return [] if headers is None else headers
+        # A copy: the list is the record's own, read again by trpcMeta and the dead letter.
+        return list(record_headers(self._m))
 
     @property
     def timestamp(self) -> int | None:

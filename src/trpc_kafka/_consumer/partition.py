@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from trpc_kafka._consumer.limiter import TokenBucket
-from trpc_kafka._consumer.message import ContinueWithoutCommit, WireMessage
+from trpc_kafka._consumer.message import ContinueWithoutCommit, WireMessage, record_headers
 from trpc_kafka._consumer.raw import RAW_KEY, Claim
 from trpc_kafka._runtime import errors as codes
 from trpc_kafka._runtime.context import Context, reset_current_context, set_current_context
@@ -251,7 +251,7 @@ def bounded_by_deadline(
 
 
 def _metadata_of(record: Any) -> dict[str, bytes]:
-    headers = record.headers()
+    headers = record_headers(record)  # never record.headers(): see record_headers
     if not headers:
         return {}
     return {k: (b"" if v is None else v) for k, v in headers}

@@ -56,6 +56,7 @@ from trpc_kafka._producer.message import (
     encode_error,
     headers_problem,
     payload_problem,
+    topic_problem,
 )
 from trpc_kafka._producer.partitioner import UNASSIGNED, hash_partition
 from trpc_kafka._producer.pool import AckedResult, ProducerEntry, delivery_error
@@ -224,7 +225,7 @@ def _try_produce(  # noqa: PLR0917 - the produce() arguments, in its order
         return False
     except KafkaException as exc:
         raise _enqueue_error(exc, topic, op) from None
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: a str librdkafka cannot take
         raise payload_problem(topic, key, value, headers) from None
     return True
 
@@ -362,7 +363,7 @@ class ClientProxy:
                 return await self._send_acked(topic, key, value, None, None, 0, deadline, None)
             except KafkaException as exc:
                 raise _enqueue_error(exc, topic, _SEND) from None
-            except TypeError:
+            except (TypeError, ValueError):  # ValueError: a str librdkafka cannot take
                 raise payload_problem(topic, key, value, None) from None
             try:
                 if deadline is None:
@@ -409,7 +410,7 @@ class ClientProxy:
                 pass
             except KafkaException as exc:
                 raise _enqueue_error(exc, topic, _ASYNC_SEND) from None
-            except TypeError:
+            except (TypeError, ValueError):  # ValueError: a str librdkafka cannot take
                 raise payload_problem(topic, key, value, None) from None
         chains = self._chains
         if chains is not None:
@@ -662,7 +663,7 @@ class ClientProxy:
         picked = self._pick_cached(entry, topic, key)
         if picked is not None:
             return picked
-        if not isinstance(topic, str) or not topic:
+        if topic_problem(topic) is not None:
             raise payload_problem(topic, key, None, None)
         waiter = asyncio.wrap_future(entry.lookup(topic))
         try:
@@ -684,7 +685,7 @@ class ClientProxy:
         picked = self._pick_cached(entry, topic, key)
         if picked is not None:
             return picked
-        if not isinstance(topic, str) or not topic:
+        if topic_problem(topic) is not None:
             raise payload_problem(topic, key, None, None)
         lookup = entry.lookup(topic)
         try:
@@ -748,7 +749,7 @@ class ClientProxy:
             )
         except KafkaException as exc:
             raise _enqueue_error(exc, topic, _SEND) from None
-        except TypeError:
+        except (TypeError, ValueError):  # ValueError: a str librdkafka cannot take
             raise payload_problem(topic, key, value, headers) from None
         try:
             if deadline is None:
@@ -811,7 +812,7 @@ class ClientProxy:
             )
         except KafkaException as exc:
             raise _enqueue_error(exc, topic, _ASYNC_SEND) from None
-        except TypeError:
+        except (TypeError, ValueError):  # ValueError: a str librdkafka cannot take
             raise payload_problem(topic, key, value, headers) from None
 
     async def _produce_when_room(  # noqa: PLR0917 - positional on purpose: hot path
@@ -1106,7 +1107,10 @@ def _choose(mode: int, entry: ProducerEntry, topic: str, key: Payload, count: in
     if key is None:
         return UNASSIGNED
     assert isinstance(key, (bytes, str))
-    return hash_partition(key, count)
+    try:
+        return hash_partition(key, count)
+    except UnicodeEncodeError:  # a str key with a lone surrogate
+        raise payload_problem(topic, key, None, None) from None
 
 
 def _checked_headers(headers: Headers | None, meta: dict[str, bytes] | None) -> Any:
