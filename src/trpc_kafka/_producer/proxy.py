@@ -34,7 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_address
 from trpc_kafka._config.errors import ConfigError
-from trpc_kafka._kafka_errors import kafka_error_of
+from trpc_kafka._kafka_errors import kafka_error_of, timeout_with_cause
 from trpc_kafka._producer import pool as _pool
 from trpc_kafka._producer import syncloop
 from trpc_kafka._producer.callbacks import (
@@ -174,6 +174,19 @@ def deadlines_of(loop: asyncio.AbstractEventLoop) -> Deadlines:
             except AttributeError:
                 _deadlines[loop] = found
         return found
+
+
+_ACK: Final = "waiting for the broker's acknowledgement"
+
+
+def _with_cause(exc: TrpcError, entry: ProducerEntry, topic: str, op: str, what: str) -> TrpcError:
+    """A timeout (101) while the producer knows why it cannot send: that cause instead."""
+    if exc.code != RET_CLIENT_TIMEOUT_ERR:
+        return exc
+    cause = entry.known_cause()
+    if cause is None:
+        return exc
+    return timeout_with_cause(cause, op, topic, what)
 
 
 def _enqueue_error(exc: KafkaException, topic: str, op: str) -> TrpcError:
@@ -372,6 +385,8 @@ class ClientProxy:
                     del bucket[fut]
             except asyncio.CancelledError:
                 raise _canceled(_SEND) from None
+            except TrpcError as exc:
+                raise _with_cause(exc, entry, topic, _SEND, _ACK) from exc.__cause__
         chains = self._chains
         if chains is not None:
             ctx = self._call_ctx(self._rpc_send, "send")
@@ -666,7 +681,8 @@ class ClientProxy:
             else:
                 count = await asyncio.wait_for(waiter, max(0.0, deadline - _monotonic()))
         except asyncio.TimeoutError:
-            raise _timeout(op, f"waiting for the partition count of topic {topic!r}") from None
+            what = f"waiting for the partition count of topic {topic!r}"
+            raise _with_cause(_timeout(op, what), entry, topic, op, what) from None
         except KafkaException as exc:
             raise _enqueue_error(exc, topic, op) from None
         except asyncio.CancelledError:
@@ -685,7 +701,8 @@ class ClientProxy:
         try:
             count = lookup.result(None if deadline is None else max(0.0, deadline - _monotonic()))
         except concurrent.futures.TimeoutError:
-            raise _timeout(op, f"waiting for the partition count of topic {topic!r}") from None
+            what = f"waiting for the partition count of topic {topic!r}"
+            raise _with_cause(_timeout(op, what), entry, topic, op, what) from None
         except KafkaException as exc:
             raise _enqueue_error(exc, topic, op) from None
         return _choose(self._mode, entry, topic, key, count)
@@ -755,6 +772,8 @@ class ClientProxy:
                 del bucket[fut]
         except asyncio.CancelledError:
             raise _canceled(_SEND) from None
+        except TrpcError as exc:
+            raise _with_cause(exc, entry, topic, _SEND, _ACK) from exc.__cause__
 
     async def _send_async(  # noqa: PLR0917 - positional on purpose: hot path
         self,
@@ -829,6 +848,8 @@ class ClientProxy:
                 await asyncio.sleep(_room_pause(deadline, delay, op))
             except asyncio.CancelledError:
                 raise _canceled(op) from None
+            except TrpcError as exc:
+                raise _with_cause(exc, entry, topic, op, _QUEUE_FULL) from None
             delay = min(delay * 2, 0.01)
             if entry.closed:
                 raise _closed_error(op)
@@ -867,7 +888,7 @@ class ClientProxy:
         if deadline is None:
             waiter.lock.acquire()
         elif not waiter.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
-            raise _timeout(_SEND, "waiting for the broker's acknowledgement")
+            raise _with_cause(_timeout(_SEND, _ACK), entry, topic, _SEND, _ACK)
         msg = waiter.msg
         assert msg is not None
         if waiter.err is not None:
@@ -932,7 +953,11 @@ class ClientProxy:
         while not _try_produce(
             entry, op, topic, value, key, partition, on_delivery, timestamp, headers
         ):
-            time.sleep(_room_pause(deadline, delay, op))
+            try:
+                pause = _room_pause(deadline, delay, op)
+            except TrpcError as exc:
+                raise _with_cause(exc, entry, topic, op, _QUEUE_FULL) from None
+            time.sleep(pause)
             delay = min(delay * 2, 0.01)
             if entry.closed:
                 raise _closed_error(op)
