@@ -64,7 +64,6 @@ def _run_and_signal(
     return summary, status
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["async", "blocking"])
 def test_sigterm_while_sending_keeps_one_callback_per_send(
     mode: str, kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path

@@ -406,8 +406,9 @@ class ClientProxy:
         """Queue the message and return; the outcome goes to the callbacks (exactly one each).
 
         Waits only while librdkafka's queue is full; the timeout and the context deadline bound
-        that wait (code 101), not the delivery (librdkafka's ``message.timeout.ms``, 5 minutes by
-        default, bounds that; a failure goes to the error callback).
+        that wait (code 101), not the delivery (``message.timeout.ms``, 30 s unless the address
+        sets it, bounds that, and an unreachable cluster fails it sooner; a failure goes to the
+        error callback). A call that raises queued nothing and gets no callback.
         """
         entry = self._entry
         if self._fast and headers is None and entry is not None and not entry.closed:
