@@ -51,10 +51,12 @@ async def test_acked_send_without_timeout_fails_fast_with_141(address: str, bloc
     proxy = _proxy(address, None)
     start = time.monotonic()
     with pytest.raises(TrpcError) as info:
+        # Bounded here too: before the fix this waited librdkafka's 300 s.
         if blocking:
-            await asyncio.to_thread(proxy.send_message_sync, "orders", b"k", b"v")
+            sync = asyncio.to_thread(proxy.send_message_sync, "orders", b"k", b"v")
+            await asyncio.wait_for(sync, 3 * FAIL_FAST)
         else:
-            await proxy.send_message("orders", b"k", b"v")
+            await asyncio.wait_for(proxy.send_message("orders", b"k", b"v"), 3 * FAIL_FAST)
     took = time.monotonic() - start
     _assert_refused(info.value, "orders")
     assert took < FAIL_FAST, took

@@ -121,10 +121,16 @@ _CAUSED: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._MSG_TIMED_OUT})
 """Delivery errors that stand for a failure of the producer (see :func:`_purge_cause`)."""
 
 
-def delivery_error(err: KafkaError, topic: str | None, operation: str) -> TrpcError:
-    """The tRPC error for a failed delivery, with the KafkaException as its cause."""
+def delivery_error(
+    err: KafkaError, topic: str | None, operation: str, entry: ProducerEntry | None = None
+) -> TrpcError:
+    """The tRPC error for a failed delivery, with the KafkaException as its cause.
+
+    ``entry``: the producer of the message, when the caller knows it (a blocking send).
+    """
     if err.code() in _CAUSED:
-        err = _purge_cause(err)
+        cause = None if entry is None else entry.known_cause()
+        err = _purge_cause(err) if entry is None else cause or err
     exc = to_trpc_error(err, operation, topic)
     exc.__cause__ = KafkaException(err)
     return exc
@@ -133,9 +139,9 @@ def delivery_error(err: KafkaError, topic: str | None, operation: str) -> TrpcEr
 def _purge_cause(err: KafkaError) -> KafkaError:
     """Why a message was purged or timed out: the known cause of its producer, if any.
 
-    Reports of fire-and-forget sends are mapped on the delivery thread of their producer; a
-    blocking caller maps its own on its thread, so any producer with a known cause now stands
-    for the cause (a producer closing while another fails is the one case this can name the
+    Reports of fire-and-forget sends are mapped on the delivery thread of their producer, those
+    of acked sends by :meth:`ProducerEntry._dispatch` or with their entry (blocking sends). Any
+    other thread falls back to any producer with a known cause (the one case this can name the
     wrong cause for).
     """
     own: ProducerEntry | None = getattr(_delivery_thread, "entry", None)

@@ -893,7 +893,7 @@ class ClientProxy:
         msg = waiter.msg
         assert msg is not None
         if waiter.err is not None:
-            raise delivery_error(waiter.err, msg.topic(), _SEND)
+            raise delivery_error(waiter.err, msg.topic(), _SEND, entry)
         offset = msg.offset()
         part = msg.partition()
         return (
