@@ -192,3 +192,15 @@ def test_default_bounds_reach_librdkafka_and_yield_to_the_address(kafka_bootstra
     assert ours["topic.metadata.propagation.max.ms"] == pool_mod.UNKNOWN_TOPIC_WAIT_MS
     assert theirs["message.timeout.ms"] == "5000"
     assert theirs["topic.metadata.propagation.max.ms"] == "9"
+
+
+async def test_an_unresolvable_host_fails_with_141_and_the_hint() -> None:
+    proxy = _proxy("no-such-host.invalid:9092", None)  # .invalid never resolves (RFC 2606)
+    start = time.monotonic()
+    with pytest.raises(TrpcError) as info:
+        # Generous: the resolver's own time comes on top of ours.
+        await asyncio.wait_for(proxy.send_message("orders", b"k", b"v"), 30)
+    assert time.monotonic() - start < FAIL_FAST + 10
+    assert info.value.code == 141
+    assert "resolve" in info.value.msg and HINT in info.value.msg
+    await proxy.close()
