@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException
 
-from trpc_kafka._kafka_errors import describe, is_auth_failure, kafka_error_of, to_trpc_error
+from trpc_kafka._kafka_errors import (
+    describe,
+    is_auth_failure,
+    is_unreachable,
+    kafka_error_of,
+    timeout_with_cause,
+    to_trpc_error,
+)
 from trpc_kafka._runtime import errors as codes
 
 
@@ -16,8 +23,27 @@ def test_crc_error_suggests_compression_none() -> None:
 
 
 def test_unreachable_brokers_ask_if_cluster_reachable() -> None:
-    for code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-        assert describe(KafkaError(code)).endswith("(Is your cluster reachable?)")
+    for code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+        text = describe(KafkaError(code, "Connect to ipv4#127.0.0.1:1 failed"), "orders")
+        assert text.startswith("Connect to ipv4#127.0.0.1:1 failed (sending to topic 'orders')")
+        assert "(Is your cluster reachable?" in text and "version=" in text
+        assert is_unreachable(KafkaError(code))
+    assert not is_unreachable(
+        KafkaError(
+            KafkaError._TRANSPORT, "b/1: SSL handshake failed (after 2ms in state SSL_HANDSHAKE)"
+        )
+    )
+
+
+def test_a_timeout_with_a_known_cause_reports_the_cause() -> None:
+    cause = KafkaError(KafkaError._TRANSPORT, "Connect to ipv4#127.0.0.1:1 failed")
+    err = timeout_with_cause(cause, "SendMessage", "orders", "waiting for the acknowledgement")
+    assert err.code == codes.RET_CLIENT_NETWORK_ERR
+    assert err.msg.startswith("kafka client transport SendMessage: Connect to ipv4#127.0.0.1:1")
+    assert "topic 'orders'" in err.msg and "Is your cluster reachable?" in err.msg
+    assert err.msg.endswith("(timeout waiting for the acknowledgement)")
+    auth = KafkaError(KafkaError.SASL_AUTHENTICATION_FAILED, "bad password")
+    assert timeout_with_cause(auth, "SendMessage", "t", "x").code == codes.RET_CLIENT_CONNECT_ERR
 
 
 def test_inconsistent_group_protocol_names_strategy_key() -> None:
@@ -64,7 +90,7 @@ def test_auth_and_tls_failures() -> None:
     assert "reachable" not in describe(handshake)
     refused = KafkaError(KafkaError._TRANSPORT, "Connection refused (after 0ms in state CONNECT)")
     assert not is_auth_failure(refused)
-    assert describe(refused).endswith("(Is your cluster reachable?)")
+    assert "(Is your cluster reachable?" in describe(refused)
     # A broker that stops resets its connections, handshakes included: no verdict on them.
     reset = KafkaError(
         KafkaError._SSL,

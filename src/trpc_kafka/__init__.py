@@ -46,6 +46,7 @@ from trpc_kafka._producer import (
     async_producer_success_callback,
     close_all_producers,
     close_all_producers_sync,
+    flush_on_signals,
     new_client_proxy,
 )
 from trpc_kafka._runtime import errors
@@ -104,6 +105,7 @@ __all__ = [
     "close_all_producers_sync",
     "current_context",
     "errors",
+    "flush_on_signals",
     "get_context",
     "get_default_config",
     "get_raw_kafka_context",

@@ -34,6 +34,12 @@ _AUTHORIZATION: Final = frozenset(
         KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     }
 )
+UNREACHABLE_HINT: Final = (
+    "no broker of the address answers (Is your cluster reachable? check the hosts and ports of "
+    "the address, DNS and firewalls; version= is not the cause here: librdkafka asks each broker "
+    "its protocol versions)"
+)
+"""The FAQ's hint for "client has run out of available brokers to talk to"."""
 _TIMEOUTS: Final = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT})
 # librdkafka reports some TLS and SASL failures as a transport error of a connection that was in
 # one of these states ("... (after 2ms in state SSL_HANDSHAKE)").
@@ -63,7 +69,8 @@ def describe(err: KafkaError, topic: str | None = None) -> str:
             f"and certificates"
         )
     if code in _UNREACHABLE:
-        return f"{text} (Is your cluster reachable?)"
+        where = f" (sending to topic {topic!r})" if topic else ""
+        return f"{text}{where}: {UNREACHABLE_HINT}"
     if code == KafkaError.INVALID_MSG:  # CorruptMessage: "does not match its CRC"
         return (
             f"{text}: the broker rejected the record's CRC; some brokers (e.g. CKafka) do not "
@@ -114,8 +121,23 @@ def trpc_code(err: KafkaError) -> int:
     return codes.RET_CLIENT_NETWORK_ERR
 
 
+def is_unreachable(err: KafkaError) -> bool:
+    """Whether ``err`` says a broker could not be reached (refused, unresolvable, all down)."""
+    return err.code() in _UNREACHABLE and not is_auth_failure(err)
+
+
 def to_trpc_error(err: KafkaError, operation: str, topic: str | None = None) -> TrpcError:
     """A framework error in the reference's shape: ``kafka client transport <op>: <cause>``."""
     return framework_error(
         trpc_code(err), f"kafka client transport {operation}: {describe(err, topic)}"
+    )
+
+
+def timeout_with_cause(
+    cause: KafkaError, operation: str, topic: str | None, waiting_for: str
+) -> TrpcError:
+    """A call whose deadline passed while ``cause`` was known: the cause's code and text."""
+    return framework_error(
+        trpc_code(cause),
+        f"kafka client transport {operation}: {describe(cause, topic)} (timeout {waiting_for})",
     )

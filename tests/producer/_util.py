@@ -100,3 +100,22 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class SilentPort:
+    """A local port that accepts connections and never answers (a hung broker).
+
+    librdkafka connects and then waits for its first response, so no failure is known for
+    seconds: calls run into their own timeout (code 101) instead of failing with a cause.
+    """
+
+    def __init__(self) -> None:
+        import socket
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = int(self._sock.getsockname()[1])
+
+    def close(self) -> None:
+        self._sock.close()

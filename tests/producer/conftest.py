@@ -37,3 +37,13 @@ def clean_producer_state() -> Iterator[None]:
                 delattr(package, name)
         else:
             setattr(package, name, value)
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers (see ``SilentPort``)."""
+    from tests.producer._util import SilentPort
+
+    port = SilentPort()
+    yield port.port
+    port.close()

@@ -303,8 +303,8 @@ async def test_hash_partitioner_rejects_bad_key_types_with_121(kafka_bootstrap: 
 # -- timeouts, deadlines, cancellation ---------------------------------------------------
 
 
-async def test_timeout_is_101(kafka_bootstrap: str) -> None:
-    proxy = new_client_proxy("p", target=f"kafka://127.0.0.1:{closed_port()}", timeout=0.4)
+async def test_timeout_is_101(silent_port: int) -> None:
+    proxy = new_client_proxy("p", target=f"kafka://127.0.0.1:{silent_port}", timeout=0.4)
     start = time.monotonic()
     with pytest.raises(TrpcError) as info:
         await proxy.send_message("t", b"k", b"v")
@@ -319,8 +319,8 @@ async def test_timeout_is_101(kafka_bootstrap: str) -> None:
     assert 0.35 < time.monotonic() - start < 1.5
 
 
-async def test_context_deadline_earlier_than_timeout_wins(kafka_bootstrap: str) -> None:
-    proxy = new_client_proxy("p", target=f"kafka://127.0.0.1:{closed_port()}", timeout=5)
+async def test_context_deadline_earlier_than_timeout_wins(silent_port: int) -> None:
+    proxy = new_client_proxy("p", target=f"kafka://127.0.0.1:{silent_port}", timeout=5)
     start = time.monotonic()
     with use_context(Context(deadline=time.monotonic() + 0.3)), pytest.raises(TrpcError) as info:
         await proxy.send_message("t", b"k", b"v")
@@ -350,9 +350,9 @@ async def test_a_passed_deadline_fails_before_sending(
     assert len(consume_none(kafka_bootstrap, topic, 0.5)) == 1
 
 
-async def test_timeout_waiting_for_partition_count_is_101() -> None:
+async def test_timeout_waiting_for_partition_count_is_101(silent_port: int) -> None:
     proxy = new_client_proxy(
-        "p", target=f"kafka://127.0.0.1:{closed_port()}?partitioner=roundrobin", timeout=0.3
+        "p", target=f"kafka://127.0.0.1:{silent_port}?partitioner=roundrobin", timeout=0.3
     )
     start = time.monotonic()
     with pytest.raises(TrpcError) as info:

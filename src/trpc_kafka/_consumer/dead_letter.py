@@ -22,6 +22,7 @@ from trpc_kafka._config.rdkafka import producer_settings
 from trpc_kafka._consumer.message import Header, WireMessage
 from trpc_kafka._consumer.partition import DeadLetterSink
 from trpc_kafka._kafka_errors import to_trpc_error
+from trpc_kafka._rdkafka_log import rdkafka_log
 from trpc_kafka._runtime import errors as codes
 from trpc_kafka._runtime.errors import framework_error
 
@@ -83,7 +84,7 @@ class DeadLetterSender(DeadLetterSink):
         with self._lock:
             if self._producer is None:
                 settings = producer_settings(self._cfg)
-                settings["logger"] = logging.getLogger("trpc_kafka.consumer.rdkafka")
+                settings["logger"] = rdkafka_log("trpc_kafka.consumer.rdkafka")
                 self._producer = Producer(settings)
             return self._producer
 

@@ -46,6 +46,7 @@ from trpc_kafka._consumer.raw import Claim, GroupSessionView, generation_of
 from trpc_kafka._consumer.registration import Registration, registration_of
 from trpc_kafka._consumer.threads import DaemonThreadPool
 from trpc_kafka._kafka_errors import describe
+from trpc_kafka._rdkafka_log import rdkafka_log
 from trpc_kafka._runtime import errors as codes
 from trpc_kafka._runtime.errors import framework_error
 from trpc_kafka._runtime.filters import chain
@@ -168,7 +169,7 @@ class KafkaServiceTransport:
             )
         settings = consumer_settings(cfg)
         settings["error_cb"] = self._on_error
-        settings["logger"] = rdkafka_logger
+        settings["logger"] = rdkafka_log(rdkafka_logger.name)  # rate-limited forwarding
         self.settings = redact_settings(settings)
         try:
             consumer = create_consumer(settings)

@@ -14,6 +14,7 @@ from trpc_kafka._producer.proxy import (
     ClientProxy,
     new_client_proxy,
 )
+from trpc_kafka._producer.signals import flush_on_signals
 from trpc_kafka._runtime.server import register_global_shutdown_hook
 
 # A server's shutdown flushes every pooled producer (queued async sends included).
@@ -32,5 +33,6 @@ __all__ = [
     "async_producer_success_callback",
     "close_all_producers",
     "close_all_producers_sync",
+    "flush_on_signals",
     "new_client_proxy",
 ]

@@ -8,7 +8,9 @@ replacement applies to every report from then on. A proxy may carry its own pair
 
 Callbacks run on the producer's delivery thread: they must be quick and must not block (hand
 long work to a queue). An exception inside a callback is logged and never affects the delivery
-of other messages. Each message gets exactly one callback: success or error.
+of other messages. Each message whose send returned gets exactly one callback, success or error
+(purged messages at close or exit included); a send that raised queued nothing and gets none.
+A process killed by a signal keeps no promise: see :mod:`trpc_kafka._producer.signals`.
 
 ``key`` and ``value`` are ``bytes`` (or ``None``) as the broker got them; ``headers`` is a list of
 ``(str, bytes)`` pairs or ``None``. ``err`` is a :class:`~trpc_kafka.TrpcError` (code 141, or 101

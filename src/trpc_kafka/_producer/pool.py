@@ -19,13 +19,31 @@ Closing an entry (last proxy closed, :func:`close_all_producers`, or at interpre
 its delivery thread drain the queue within the bound, then purge what is left and report every
 purged message to its callback (error) or future (code 141); nothing vanishes.
 
-Authentication and TLS failures (wrong password, unknown user, untrusted certificate) do not
-make sends wait for their timeout: once librdkafka reports one (error callback), the delivery
-thread purges what is queued and keeps purging for ``AUTH_HOLD`` seconds after the last such
-report, so pending and new sends fail within a poll interval with that error (code 111,
-"authentication or TLS handshake failed"). librdkafka keeps reconnecting meanwhile, paced by
-``reconnect.backoff.ms`` (1 s for secured addresses, see ``rdkafka.py``); once a connection
-succeeds no failure is reported any more and sends go through again after the hold.
+A failing cluster does not make sends wait for their timeout; one mechanism (the delivery
+thread purging what is queued, every poll, while a cause is held, so pending and new sends fail
+within a poll interval with that cause) serves two kinds of cause:
+
+- Authentication and TLS failures (wrong password, unknown user, untrusted certificate): held
+  from librdkafka's first report (error callback) until ``AUTH_HOLD`` seconds after the last
+  one (code 111, "authentication or TLS handshake failed"). librdkafka keeps reconnecting
+  meanwhile, paced by ``reconnect.backoff.ms`` (1 s for secured addresses, see ``rdkafka.py``);
+  once a connection succeeds no failure is reported any more and sends go through again after
+  the hold.
+- No broker reachable (connection refused, name not resolved, all brokers down): librdkafka
+  reports it at once but also for a single broker of a healthy cluster, or an idle connection
+  the broker closed. So it is a *pending* cause first; ``UNREACHABLE_GRACE`` seconds later the
+  delivery thread asks for metadata (``PROBE_TIMEOUT``): no answer confirms it (code 141, the
+  cause, the topic, "Is your cluster reachable?"), an answer clears it. While confirmed, a probe
+  every ``PROBE_INTERVAL`` seconds notices the cluster coming back. The Go plugin answers such a
+  send in 0.75 s; here it is about ``UNREACHABLE_GRACE + PROBE_TIMEOUT`` (1.5 s).
+
+A call whose timeout passes first, while a cause is pending or held, reports that cause, not a
+bare timeout (:func:`ProducerEntry.known_cause`). Two librdkafka defaults are changed to
+bound every send when the user did not set them: ``message.timeout.ms`` (300 s) becomes
+``MESSAGE_TIMEOUT_MS`` (30 s, the Go plugin's dial and read timeouts) and
+``topic.metadata.propagation.max.ms`` (30 s, how long a topic the cluster says does not exist
+is waited for) becomes ``UNKNOWN_TOPIC_WAIT_MS`` (2 s; the Go plugin fails such a send in
+0.76 s).
 """
 
 from __future__ import annotations
@@ -45,8 +63,14 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_brokers
 from trpc_kafka._config.rdkafka import producer_settings
-from trpc_kafka._kafka_errors import is_auth_failure, kafka_error_of, to_trpc_error
+from trpc_kafka._kafka_errors import (
+    is_auth_failure,
+    is_unreachable,
+    kafka_error_of,
+    to_trpc_error,
+)
 from trpc_kafka._producer.partitioner import RoundRobin
+from trpc_kafka._rdkafka_log import RateLimiter, rdkafka_log, suppressed_note
 from trpc_kafka._runtime.errors import (
     RET_CLIENT_ROUTE_ERR,
     RET_CLIENT_TIMEOUT_ERR,
@@ -55,7 +79,7 @@ from trpc_kafka._runtime.errors import (
 )
 
 log = logging.getLogger("trpc_kafka.producer")
-_rdkafka_log = logging.getLogger("trpc_kafka.rdkafka")
+_rdkafka_log = rdkafka_log("trpc_kafka.rdkafka")
 
 POLL_INTERVAL: Final = 0.1
 ATEXIT_FLUSH_TIMEOUT: Final = 5.0
@@ -64,6 +88,16 @@ _PURGE_GRACE: Final = 2.0
 """Extra time a closing entry gets, after its drain bound, to purge and report."""
 AUTH_HOLD: Final = 5.0
 """Seconds after an authentication or TLS failure during which sends fail with it at once."""
+UNREACHABLE_GRACE: Final = 1.0
+"""Seconds a reported unreachable broker is given before the cluster is probed."""
+PROBE_TIMEOUT: Final = 0.5
+"""How long a probe (a metadata request) waits for any broker of the address to answer."""
+PROBE_INTERVAL: Final = 1.0
+"""Seconds between probes while the cluster is unreachable."""
+MESSAGE_TIMEOUT_MS: Final = 30_000
+"""Default ``message.timeout.ms``: the bound of any send (librdkafka's own is 300 s)."""
+UNKNOWN_TOPIC_WAIT_MS: Final = 2_000
+"""Default ``topic.metadata.propagation.max.ms``: how long a missing topic is waited for."""
 _METADATA_SLICE: Final = 0.5
 """A partition-count look-up waits in slices this long, to end early on an auth failure."""
 
@@ -83,26 +117,36 @@ def set_producer_factory(factory: ProducerFactory | None) -> None:
     _producer_factory[0] = Producer if factory is None else factory
 
 
-def delivery_error(err: KafkaError, topic: str | None, operation: str) -> TrpcError:
-    """The tRPC error for a failed delivery, with the KafkaException as its cause."""
-    if err.code() == KafkaError._PURGE_QUEUE:
-        err = _purge_cause(err)
+_CAUSED: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._MSG_TIMED_OUT})
+"""Delivery errors that stand for a failure of the producer (see :func:`_purge_cause`)."""
+
+
+def delivery_error(
+    err: KafkaError, topic: str | None, operation: str, entry: ProducerEntry | None = None
+) -> TrpcError:
+    """The tRPC error for a failed delivery, with the KafkaException as its cause.
+
+    ``entry``: the producer of the message, when the caller knows it (a blocking send).
+    """
+    if err.code() in _CAUSED:
+        cause = None if entry is None else entry.known_cause()
+        err = _purge_cause(err) if entry is None else cause or err
     exc = to_trpc_error(err, operation, topic)
     exc.__cause__ = KafkaException(err)
     return exc
 
 
 def _purge_cause(err: KafkaError) -> KafkaError:
-    """Why a message was purged: the authentication failure of its producer, if any.
+    """Why a message was purged or timed out: the known cause of its producer, if any.
 
-    Reports of fire-and-forget sends are mapped on the delivery thread of their producer; a
-    blocking caller maps its own on its thread, so any producer failing authentication now
-    stands for the cause (a producer closing while another fails authentication is the one
-    case this can name the wrong cause for).
+    Reports of fire-and-forget sends are mapped on the delivery thread of their producer, those
+    of acked sends by :meth:`ProducerEntry._dispatch` or with their entry (blocking sends). Any
+    other thread falls back to any producer with a known cause (the one case this can name the
+    wrong cause for).
     """
     own: ProducerEntry | None = getattr(_delivery_thread, "entry", None)
     for entry in (own,) if own is not None else live_entries():
-        cause = entry.auth_error
+        cause = entry.known_cause()
         if cause is not None:
             return cause
     return err
@@ -127,6 +171,15 @@ def _complete(done: list[_Done]) -> None:
             fut.set_exception(delivery_error(err, msg.topic(), "SendMessage"))
 
 
+def _message_timeout_ms(linger_ms: object) -> int:
+    """Our ``message.timeout.ms``; librdkafka wants it above ``linger.ms``."""
+    try:
+        linger = int(float(str(linger_ms or 0)))
+    except ValueError:  # librdkafka rejects the value itself, naming it
+        linger = 0
+    return max(MESSAGE_TIMEOUT_MS, linger + 1000)
+
+
 class _PartitionLookup:
     """One in-flight partition-count look-up of one topic, shared by every caller."""
 
@@ -149,6 +202,9 @@ class ProducerEntry:
         self.settings = settings
         """The settings handed to librdkafka (secrets included: never log this)."""
         full = dict(settings)
+        if "message.timeout.ms" not in full and "delivery.timeout.ms" not in full:
+            full["message.timeout.ms"] = _message_timeout_ms(full.get("linger.ms"))
+        full.setdefault("topic.metadata.propagation.max.ms", UNKNOWN_TOPIC_WAIT_MS)
         full["logger"] = _rdkafka_log
         full["error_cb"] = self._on_error
         self.producer: Producer = _producer_factory[0](full)
@@ -167,6 +223,13 @@ class ProducerEntry:
         # The last authentication or TLS failure and until when sends fail with it at once.
         self.auth_error: KafkaError | None = None
         self._auth_until = 0.0
+        # Unreachable brokers (module docstring): since when, why, and whether a probe
+        # confirmed it. Only the delivery thread (which serves error_cb) writes these.
+        self._down_since: float | None = None
+        self._down_cause: KafkaError | None = None
+        self.unreachable = False
+        self._next_probe = 0.0
+        self._errors = RateLimiter()
         self.finished = threading.Event()
         self._lock = threading.Lock()  # partition state only; never held while blocking
         self._partitions: dict[str, tuple[int, float]] = {}
@@ -187,11 +250,10 @@ class ProducerEntry:
         """Hand the completions of one poll to their loops: one wake-up per loop."""
         done = list(self._done)
         self._done.clear()
-        cause = self.auth_error
-        if cause is not None:  # purged because authentication fails: say so
+        cause = self.known_cause()
+        if cause is not None:  # purged or timed out because of a known cause: say so
             done = [
-                (f, cause if e is not None and e.code() == KafkaError._PURGE_QUEUE else e, m)
-                for f, e, m in done
+                (f, cause if e is not None and e.code() in _CAUSED else e, m) for f, e, m in done
             ]
         first_loop = done[0][0].get_loop()
         same = True
@@ -208,19 +270,63 @@ class ProducerEntry:
         for loop, items in by_loop.items():
             _call_soon(loop, items)
 
+    def known_cause(self) -> KafkaError | None:
+        """Why sends fail or wait now: an auth failure, or unreachable brokers (pending too)."""
+        return self.auth_error or self._down_cause
+
+    def failing(self) -> bool:
+        """Whether sends are failed at once now (a held auth failure, confirmed unreachable)."""
+        return self.auth_error is not None or self.unreachable
+
     def _on_error(self, err: KafkaError) -> None:
-        # librdkafka's client-level errors (all brokers down...): messages are still retried,
-        # except after an authentication or TLS failure (see the module docstring).
+        # librdkafka's client-level errors; it retries by itself, we fail sends on the causes
+        # of the module docstring.
         if is_auth_failure(err):
             self.auth_error = err
             self._auth_until = time.monotonic() + AUTH_HOLD
-        log.warning("kafka producer %s: %s", self.label, to_trpc_error(err, "SendMessage").msg)
+        elif is_unreachable(err):
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+            # "Connect to ... failed: Connection refused" says more than "1/1 brokers are down".
+            if self._down_cause is None or err.code() != KafkaError._ALL_BROKERS_DOWN:
+                self._down_cause = err
+        suppressed = self._errors.admit(err.code())
+        if suppressed is not None:
+            log.warning(
+                "kafka producer %s: %s%s",
+                self.label,
+                to_trpc_error(err, "SendMessage").msg,
+                suppressed_note(suppressed),
+            )
+
+    def _check_causes(self) -> None:
+        """Expire or confirm the causes (delivery thread); see the module docstring."""
+        now = time.monotonic()
+        if self.auth_error is not None and now >= self._auth_until:
+            self.auth_error = None  # the next send tries the broker again
+        since = self._down_since
+        if since is None or now - since < UNREACHABLE_GRACE or now < self._next_probe:
+            return
+        if self._probe():
+            self._down_since = None
+            self._down_cause = None
+            self.unreachable = False
+        else:
+            self.unreachable = True
+            self._next_probe = time.monotonic() + PROBE_INTERVAL
+
+    def _probe(self) -> bool:
+        """Whether any broker of the address answers a metadata request."""
+        try:
+            self.producer.list_topics(timeout=PROBE_TIMEOUT)
+        except (KafkaException, RuntimeError):
+            return False
+        return True
 
     def _fail_fast(self) -> None:
-        """While authentication fails, fail what is queued (reported by the next poll)."""
-        if time.monotonic() >= self._auth_until:
-            self.auth_error = None  # the next send tries the broker again
-        elif len(self.producer):
+        """While a cause is held, fail what is queued (reported by the next poll)."""
+        self._check_causes()
+        if self.failing() and len(self.producer):
             self.producer.purge(True, False, False)  # queued only, without blocking
 
     def _run(self) -> None:
@@ -232,7 +338,7 @@ class ProducerEntry:
                 poll(POLL_INTERVAL)
                 if self._done:
                     self._dispatch()
-                if self.auth_error is not None:
+                if self.auth_error is not None or self._down_since is not None:
                     self._fail_fast()
             self._drain(self._closing_deadline)
             if len(producer) == 0:
@@ -254,16 +360,22 @@ class ProducerEntry:
             producer.poll(min(POLL_INTERVAL, left))
             if self._done:
                 self._dispatch()
+            if self.auth_error is not None or self._down_since is not None:
+                self._check_causes()
+                if self.failing():
+                    break  # nothing is deliverable: report it now, not at the bound
         # Purge what could not be delivered (twice: a straggling produce() that passed the
         # closed check just before the flag was set lands here as well).
         for _ in range(2):
             if len(producer) == 0:
                 break
+            cause = self.known_cause()
             log.warning(
                 "kafka producer %s: %d message(s) not delivered at close; reporting them as "
-                "failed (purged)",
+                "failed (purged)%s",
                 self.label,
                 len(producer),
+                "" if cause is None else f": {to_trpc_error(cause, 'SendMessage').msg}",
             )
             producer.purge(True, True, True)
             end = time.monotonic() + _PURGE_GRACE
@@ -339,7 +451,7 @@ class ProducerEntry:
                 md = self._metadata(topic, per_try)
             except KafkaException as exc:
                 error = kafka_error_of(exc)
-                if error is not None and is_auth_failure(error):
+                if error is not None and (is_auth_failure(error) or self.failing()):
                     break
                 continue
             meta = md.topics.get(topic)
@@ -371,7 +483,7 @@ class ProducerEntry:
         end = time.monotonic() + timeout
         while True:
             left = end - time.monotonic()
-            cause = self.auth_error
+            cause = self.known_cause() if self.failing() else None
             if cause is not None:
                 raise KafkaException(cause)
             try:
@@ -379,7 +491,7 @@ class ProducerEntry:
             except RuntimeError:  # closed meanwhile ("Handle has been closed")
                 raise KafkaException(KafkaError(KafkaError._DESTROY, "producer closed")) from None
             except KafkaException as exc:
-                if self.auth_error is not None:
+                if self.failing():
                     continue  # raised above
                 err = kafka_error_of(exc)
                 if err is None or err.code() != KafkaError._TIMED_OUT or left <= _METADATA_SLICE:
@@ -637,6 +749,9 @@ atexit.register(_at_exit)
 __all__ = [
     "ATEXIT_FLUSH_TIMEOUT",
     "AUTH_HOLD",
+    "MESSAGE_TIMEOUT_MS",
+    "UNKNOWN_TOPIC_WAIT_MS",
+    "UNREACHABLE_GRACE",
     "ProducerEntry",
     "acquire",
     "acquire_async",

@@ -39,7 +39,7 @@ from trpc_kafka._config.address import (
     warn_other_side_keys,
 )
 from trpc_kafka._config.errors import ConfigError
-from trpc_kafka._kafka_errors import kafka_error_of
+from trpc_kafka._kafka_errors import kafka_error_of, timeout_with_cause
 from trpc_kafka._producer import pool as _pool
 from trpc_kafka._producer import syncloop
 from trpc_kafka._producer.callbacks import (
@@ -180,6 +180,19 @@ def deadlines_of(loop: asyncio.AbstractEventLoop) -> Deadlines:
             except AttributeError:
                 _deadlines[loop] = found
         return found
+
+
+_ACK: Final = "waiting for the broker's acknowledgement"
+
+
+def _with_cause(exc: TrpcError, entry: ProducerEntry, topic: str, op: str, what: str) -> TrpcError:
+    """A timeout (101) while the producer knows why it cannot send: that cause instead."""
+    if exc.code != RET_CLIENT_TIMEOUT_ERR:
+        return exc
+    cause = entry.known_cause()
+    if cause is None:
+        return exc
+    return timeout_with_cause(cause, op, topic, what)
 
 
 def _enqueue_error(exc: KafkaException, topic: str, op: str) -> TrpcError:
@@ -378,6 +391,8 @@ class ClientProxy:
                     del bucket[fut]
             except asyncio.CancelledError:
                 raise _canceled(_SEND) from None
+            except TrpcError as exc:
+                raise _with_cause(exc, entry, topic, _SEND, _ACK) from exc.__cause__
         chains = self._chains
         if chains is not None:
             ctx = self._call_ctx(self._rpc_send, "send")
@@ -397,8 +412,9 @@ class ClientProxy:
         """Queue the message and return; the outcome goes to the callbacks (exactly one each).
 
         Waits only while librdkafka's queue is full; the timeout and the context deadline bound
-        that wait (code 101), not the delivery (librdkafka's ``message.timeout.ms``, 5 minutes by
-        default, bounds that; a failure goes to the error callback).
+        that wait (code 101), not the delivery (``message.timeout.ms``, 30 s unless the address
+        sets it, bounds that, and an unreachable cluster fails it sooner; a failure goes to the
+        error callback). A call that raises queued nothing and gets no callback.
         """
         entry = self._entry
         if self._fast and headers is None and entry is not None and not entry.closed:
@@ -672,7 +688,8 @@ class ClientProxy:
             else:
                 count = await asyncio.wait_for(waiter, max(0.0, deadline - _monotonic()))
         except asyncio.TimeoutError:
-            raise _timeout(op, f"waiting for the partition count of topic {topic!r}") from None
+            what = f"waiting for the partition count of topic {topic!r}"
+            raise _with_cause(_timeout(op, what), entry, topic, op, what) from None
         except KafkaException as exc:
             raise _enqueue_error(exc, topic, op) from None
         except asyncio.CancelledError:
@@ -691,7 +708,8 @@ class ClientProxy:
         try:
             count = lookup.result(None if deadline is None else max(0.0, deadline - _monotonic()))
         except concurrent.futures.TimeoutError:
-            raise _timeout(op, f"waiting for the partition count of topic {topic!r}") from None
+            what = f"waiting for the partition count of topic {topic!r}"
+            raise _with_cause(_timeout(op, what), entry, topic, op, what) from None
         except KafkaException as exc:
             raise _enqueue_error(exc, topic, op) from None
         return _choose(self._mode, entry, topic, key, count)
@@ -761,6 +779,8 @@ class ClientProxy:
                 del bucket[fut]
         except asyncio.CancelledError:
             raise _canceled(_SEND) from None
+        except TrpcError as exc:
+            raise _with_cause(exc, entry, topic, _SEND, _ACK) from exc.__cause__
 
     async def _send_async(  # noqa: PLR0917 - positional on purpose: hot path
         self,
@@ -835,6 +855,8 @@ class ClientProxy:
                 await asyncio.sleep(_room_pause(deadline, delay, op))
             except asyncio.CancelledError:
                 raise _canceled(op) from None
+            except TrpcError as exc:
+                raise _with_cause(exc, entry, topic, op, _QUEUE_FULL) from None
             delay = min(delay * 2, 0.01)
             if entry.closed:
                 raise _closed_error(op)
@@ -873,11 +895,11 @@ class ClientProxy:
         if deadline is None:
             waiter.lock.acquire()
         elif not waiter.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
-            raise _timeout(_SEND, "waiting for the broker's acknowledgement")
+            raise _with_cause(_timeout(_SEND, _ACK), entry, topic, _SEND, _ACK)
         msg = waiter.msg
         assert msg is not None
         if waiter.err is not None:
-            raise delivery_error(waiter.err, msg.topic(), _SEND)
+            raise delivery_error(waiter.err, msg.topic(), _SEND, entry)
         offset = msg.offset()
         part = msg.partition()
         return (
@@ -938,7 +960,11 @@ class ClientProxy:
         while not _try_produce(
             entry, op, topic, value, key, partition, on_delivery, timestamp, headers
         ):
-            time.sleep(_room_pause(deadline, delay, op))
+            try:
+                pause = _room_pause(deadline, delay, op)
+            except TrpcError as exc:
+                raise _with_cause(exc, entry, topic, op, _QUEUE_FULL) from None
+            time.sleep(pause)
             delay = min(delay * 2, 0.01)
             if entry.closed:
                 raise _closed_error(op)
