@@ -15,7 +15,8 @@ At-least-once: an offset is stored only after its message was handled (or delibe
 skipped/given up on); on revocation the workers of the revoked partitions are stopped, their
 final offsets committed synchronously, then the partitions are released; a lost assignment is
 dropped without commit; shutdown stops fetching, lets handler calls in progress finish within
-the bound, commits and leaves the group.
+the bound, commits while still subscribed (retried until the member has rejoined, when a
+rebalance is under way: ``_final_commit_done``), then closes, which leaves the group.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ class KafkaServiceTransport:
             )
         settings = consumer_settings(cfg)
         settings["error_cb"] = self._on_error
+        settings["on_commit"] = self._on_commit
         settings["logger"] = rdkafka_logger
         self.settings = redact_settings(settings)
         try:
@@ -566,11 +568,13 @@ class KafkaServiceTransport:
             state.paused = True
         self._all_paused = True
 
-    def _commit(self, states: list[PartitionState], why: str, last_try: bool = True) -> int | None:
+    def _commit(
+        self, states: list[PartitionState], why: str, will_retry: bool = False
+    ) -> int | None:
         """Store and commit, synchronously, the handled offsets of ``states`` not committed yet.
 
-        Returns the error code of a failed commit, else None. A failure is logged as an error
-        on the ``last_try`` only.
+        Returns the error code of a failed commit, else None. A failure is logged as an error,
+        unless ``will_retry`` and the error is one of ``_REJOIN_CODES``.
         """
         committed = self._committed
         offsets = [
@@ -595,7 +599,7 @@ class KafkaServiceTransport:
             if code == KafkaError._NO_OFFSET:
                 return None
             text = describe(err) if isinstance(err, KafkaError) else str(exc)
-            if last_try:
+            if not (will_retry and code in _REJOIN_CODES):
                 logger.error(
                     "kafka server transport: service %s: commit on %s failed: %s",
                     self._service.name,
@@ -613,6 +617,11 @@ class KafkaServiceTransport:
             return int(code)
         for tp in offsets:
             committed[(tp.topic, tp.partition)] = tp.offset
+        if why == "shutdown" and self._final_retry_at:
+            logger.info(
+                "kafka server transport: service %s: committed on shutdown after the rejoin",
+                self._service.name,
+            )
         logger.debug("committed on %s: %s", why, offsets)
         return None
 
@@ -630,9 +639,9 @@ class KafkaServiceTransport:
         now = time.monotonic()
         if now < self._final_retry_at:
             return False
-        last_try = now + COMMIT_RETRY_STEP >= self._close_by
-        code = self._commit(list(self._states.values()), "shutdown", last_try)
-        if code in _REJOIN_CODES and not last_try:
+        will_retry = now + COMMIT_RETRY_STEP < self._close_by
+        code = self._commit(list(self._states.values()), "shutdown", will_retry)
+        if will_retry and code in _REJOIN_CODES:
             self._final_retry_at = now + COMMIT_RETRY_STEP
             return False
         self._final_committed = True
@@ -769,6 +778,33 @@ class KafkaServiceTransport:
             exc_info=exc,
         )
         self._service.fail(exc)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Result of a commit librdkafka made by itself: every 3 s, and of released partitions.
+
+        A failure is logged, unless it is only about offsets our own synchronous commit (at
+        revoke or shutdown) has covered since, or it is the broker saying that the group is
+        rebalancing: the revoke or shutdown commit that follows commits those offsets.
+        """
+        failed = [tp for tp in partitions if tp.error is not None] if err is None else partitions
+        if not failed:
+            return
+        committed = self._committed
+        if all(0 <= tp.offset <= committed.get((tp.topic, tp.partition), -1) for tp in failed):
+            return
+        first = err or failed[0].error
+        assert first is not None
+        if first.code() == KafkaError._NO_OFFSET:
+            return
+        level = logging.DEBUG if first.code() in _REJOIN_CODES else logging.WARNING
+        logger.log(
+            level,
+            "kafka server transport: service %s: librdkafka's commit of stored offsets failed: "
+            "%s (%s); the next commit covers them",
+            self._service.name,
+            describe(first),
+            ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in failed),
+        )
 
     # -- errors (poll thread) ------------------------------------------------------------------
 
