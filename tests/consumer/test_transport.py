@@ -1,6 +1,7 @@
-"""Unit tests of the transport's commit decisions, with a scripted stand-in for librdkafka.
+"""The transport's commit decisions: unit tests with a scripted stand-in for librdkafka, and
+the wiring of librdkafka's commit reports against the real broker.
 
-The integration side (a real group in a rebalance storm) is tests/faults/test_rebalance_storm.py.
+A real group in a rebalance storm is tests/faults/test_rebalance_storm.py.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from typing import Any, cast
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from tests.consumer._util import address, one_service, produce, serving, wait_until
+from trpc_kafka._consumer import ConsumerMessage, register_kafka_handler_service
 from trpc_kafka._consumer import transport as transport_module
 from trpc_kafka._consumer.partition import PartitionState
 from trpc_kafka._consumer.raw import Claim
 from trpc_kafka._consumer.transport import KafkaServiceTransport
+from trpc_kafka._runtime.context import Context
 from trpc_kafka._runtime.server import Service
 
 ADDR = "127.0.0.1:9?topics=t&group=g"
@@ -160,3 +164,27 @@ def test_librdkafka_commit_failures_are_logged_unless_covered_or_rebalancing(
     caplog.clear()
     transport._on_commit(None, cast(Any, [PartitionResult("t", 0, 11, None)]))
     assert _commit_logs(caplog, logging.DEBUG) == []
+
+
+async def test_librdkafka_commit_results_reach_the_transport(
+    kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Integration: the periodic commit (every 3 s) reports to ``_on_commit``."""
+    produce(kafka_bootstrap, topic, [b"a", b"b", b"c"])
+    results: list[tuple[KafkaError | None, list[tuple[int, int]]]] = []
+    on_commit = KafkaServiceTransport._on_commit
+
+    def spy(self: KafkaServiceTransport, err: KafkaError | None, parts: list[Any]) -> None:
+        results.append((err, [(tp.partition, tp.offset) for tp in parts]))
+        on_commit(self, err, parts)
+
+    monkeypatch.setattr(KafkaServiceTransport, "_on_commit", spy)
+    server = one_service(address(kafka_bootstrap, topic))
+    register_kafka_handler_service(server, _ignore)
+    async with serving(server):
+        await wait_until(lambda: (None, [(0, 3)]) in results, what="the periodic commit of 3")
+    assert all(err is None for err, _ in results), results
+
+
+async def _ignore(ctx: Context, msg: ConsumerMessage) -> None:
+    return None
