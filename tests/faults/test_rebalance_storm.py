@@ -32,7 +32,7 @@ STRATEGY = os.environ.get("TRPC_KAFKA_STORM_STRATEGY", "sticky")
 protocol) passes this test too: set the variable to run it (the suite runs one, to stay short)."""
 # The transport logs a failed commit (its own, or one librdkafka made) as a warning or error.
 COMMIT_FAILED = re.compile(r"(WARNING|ERROR|CRITICAL) trpc_kafka\.consumer: .*commit", re.I)
-RETRIED = "to retry once the member has rejoined"
+RETRIED = "committed on shutdown after the rejoin"
 
 
 def _handled(lines: list[str]) -> list[tuple[int, int]]:

@@ -569,12 +569,12 @@ class KafkaServiceTransport:
         self._all_paused = True
 
     def _commit(
-        self, states: list[PartitionState], why: str, will_retry: bool = False
+        self, states: list[PartitionState], why: str, expected: frozenset[int] = frozenset()
     ) -> int | None:
         """Store and commit, synchronously, the handled offsets of ``states`` not committed yet.
 
-        Returns the error code of a failed commit, else None. A failure is logged as an error,
-        unless ``will_retry`` and the error is one of ``_REJOIN_CODES``.
+        Returns the error code of a failed commit, else None. A failure is logged as an error
+        unless its code is ``expected`` (the caller deals with it).
         """
         committed = self._committed
         offsets = [
@@ -598,30 +598,16 @@ class KafkaServiceTransport:
             code = err.code() if isinstance(err, KafkaError) else KafkaError._FAIL
             if code == KafkaError._NO_OFFSET:
                 return None
-            text = describe(err) if isinstance(err, KafkaError) else str(exc)
-            if not (will_retry and code in _REJOIN_CODES):
+            if code not in expected:
                 logger.error(
                     "kafka server transport: service %s: commit on %s failed: %s",
                     self._service.name,
                     why,
-                    text,
-                )
-            else:
-                logger.info(
-                    "kafka server transport: service %s: commit on %s to retry once the "
-                    "member has rejoined (%s)",
-                    self._service.name,
-                    why,
-                    text,
+                    describe(err) if isinstance(err, KafkaError) else str(exc),
                 )
             return int(code)
         for tp in offsets:
             committed[(tp.topic, tp.partition)] = tp.offset
-        if why == "shutdown" and self._final_retry_at:
-            logger.info(
-                "kafka server transport: service %s: committed on shutdown after the rejoin",
-                self._service.name,
-            )
         logger.debug("committed on %s: %s", why, offsets)
         return None
 
@@ -640,10 +626,23 @@ class KafkaServiceTransport:
         if now < self._final_retry_at:
             return False
         will_retry = now + COMMIT_RETRY_STEP < self._close_by
-        code = self._commit(list(self._states.values()), "shutdown", will_retry)
-        if will_retry and code in _REJOIN_CODES:
+        expected = _REJOIN_CODES if will_retry else frozenset()
+        code = self._commit(list(self._states.values()), "shutdown", expected)
+        if code in expected:
+            if not self._final_retry_at:
+                logger.info(
+                    "kafka server transport: service %s: the group is rebalancing (%s); the "
+                    "commit on shutdown is retried once this member has rejoined",
+                    self._service.name,
+                    describe(KafkaError(code)),
+                )
             self._final_retry_at = now + COMMIT_RETRY_STEP
             return False
+        if code is None and self._final_retry_at:
+            logger.info(
+                "kafka server transport: service %s: committed on shutdown after the rejoin",
+                self._service.name,
+            )
         self._final_committed = True
         return True
 
