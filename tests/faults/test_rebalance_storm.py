@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.consumer._util import address, committed, new_group, produce_spread
-from tests.consumer.test_process import App, _config
+from tests.consumer.test_process import App, _config, _done, _in_progress
 
 NewTopic = Callable[..., str]
 
@@ -33,20 +33,6 @@ protocol) passes this test too: set the variable to run it (the suite runs one, 
 # The transport logs a failed commit (its own, or one librdkafka made) as a warning or error.
 COMMIT_FAILED = re.compile(r"(WARNING|ERROR|CRITICAL) trpc_kafka\.consumer: .*commit", re.I)
 RETRIED = "committed on shutdown after the rejoin"
-
-
-def _handled(lines: list[str]) -> list[tuple[int, int]]:
-    out = []
-    for line in lines:
-        if line.startswith("done "):
-            p, o = line[5:].split(":")
-            out.append((int(p), int(o)))
-    return out
-
-
-def _abandoned(lines: list[str]) -> set[str]:
-    started = {line[6:] for line in lines if line.startswith("start ")}
-    return started - {line[5:] for line in lines if line.startswith("done ")}
 
 
 @pytest.mark.slow
@@ -69,7 +55,7 @@ def test_graceful_stops_in_a_rebalance_storm_commit_everything_handled(
         live.append(app)
 
     def handled_so_far() -> int:
-        return sum(len(_handled(app.lines())) for app in apps)
+        return sum(len(_done(app.lines())) for app in apps)
 
     def stop_oldest() -> int:
         app = live.pop(0)
@@ -96,7 +82,7 @@ def test_graceful_stops_in_a_rebalance_storm_commit_everything_handled(
                 start()
         # Then the members left drain the topic and stop, gracefully too.
         deadline = time.monotonic() + 120
-        while len({key for app in apps for key in _handled(app.lines())}) < total:
+        while len({key for app in apps for key in _done(app.lines())}) < total:
             assert time.monotonic() < deadline, f"not drained: {handled_so_far()} of {total}"
             time.sleep(0.2)
         while live:
@@ -117,8 +103,8 @@ def test_graceful_stops_in_a_rebalance_storm_commit_everything_handled(
         log = app.log.read_text(encoding="utf-8", errors="replace")
         failures += [line for line in log.splitlines() if COMMIT_FAILED.search(line)]
         retried += log.count(RETRIED)
-        assert not _abandoned(app.lines()), f"a handler was abandoned at a graceful stop: {log}"
-    counts = Counter(key for app in apps for key in _handled(app.lines()))
+        assert not _in_progress(app.lines()), f"a handler was abandoned at a graceful stop: {log}"
+    counts = Counter(key for app in apps for key in _done(app.lines()))
     duplicates = sum(n - 1 for n in counts.values())
     stops = len(stopped)
     print(
