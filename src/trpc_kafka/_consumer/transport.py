@@ -15,7 +15,8 @@ At-least-once: an offset is stored only after its message was handled (or delibe
 skipped/given up on); on revocation the workers of the revoked partitions are stopped, their
 final offsets committed synchronously, then the partitions are released; a lost assignment is
 dropped without commit; shutdown stops fetching, lets handler calls in progress finish within
-the bound, commits and leaves the group.
+the bound, commits while still subscribed (retried until the member has rejoined, when a
+rebalance is under way: ``_final_commit_done``), then closes, which leaves the group.
 """
 
 from __future__ import annotations
@@ -95,6 +96,16 @@ WATERMARK_REFRESH: Final = 1.0
 """Seconds between refreshes of the cached high watermarks shown by the raw context."""
 _CLOSE_RESERVE: Final = 2.0
 """Of the stop bound, what is kept for the final commit and leaving the group."""
+_LEAVE_RESERVE: Final = 1.0
+"""Of the stop bound, what the final commit's retries leave for ``close()`` (revoke, leave)."""
+COMMIT_RETRY_STEP: Final = 0.2
+"""Seconds between two tries of the final commit while the group finishes a rebalance."""
+_REJOIN_CODES: Final = frozenset(
+    {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION}
+)
+"""Commit errors of a member in the middle of a rebalance: the broker's group has moved to a
+generation this member has not synced yet (ILLEGAL_GENERATION) or is between JoinGroup and
+SyncGroup (REBALANCE_IN_PROGRESS). The same commit succeeds once the member has rejoined."""
 
 
 def create_consumer(settings: dict[str, Any]) -> Any:
@@ -124,11 +135,15 @@ class KafkaServiceTransport:
         self._resume_at = (RESUME_MESSAGES, PAUSE_BYTES // 2)
         self._errors: dict[int, list[float]] = {}
         self._all_paused = False
+        self._committed: dict[tuple[str, int], int] = {}  # offset we last committed
+        self._final_committed = False
+        self._final_retry_at = 0.0
         # Event loop only.
         self._workers: dict[tuple[str, int], PartitionWorker] = {}
         # Set by the loop, read by the poll thread.
         self._fetching = True
         self._close_requested = False
+        self._close_by = 0.0  # monotonic time by which close() must have started
         self._revoke_grace = REVOKE_GRACE_MIN
         self._session = GroupSessionView("", "", None, ())
         self.settings: dict[str, Any] = {}
@@ -169,6 +184,7 @@ class KafkaServiceTransport:
             )
         settings = consumer_settings(cfg)
         settings["error_cb"] = self._on_error
+        settings["on_commit"] = self._on_commit
         settings["logger"] = rdkafka_log(rdkafka_logger.name)  # rate-limited forwarding
         self.settings = redact_settings(settings)
         try:
@@ -296,6 +312,7 @@ class KafkaServiceTransport:
         self._fetching = False
         grace = max(0.0, timeout - min(_CLOSE_RESERVE, timeout / 2))
         await self._stop_workers(list(self._workers), grace)
+        self._close_by = deadline - min(_LEAVE_RESERVE, timeout / 4)
         self._close_requested = True
         remaining = deadline - time.monotonic()
         try:
@@ -378,7 +395,7 @@ class KafkaServiceTransport:
         next_watermarks = 0.0
         held = 0.0
         try:
-            while not self._close_requested:
+            while not (self._close_requested and self._final_commit_done()):
                 take = CONSUME_BATCH
                 if self._states:
                     self._store()
@@ -552,13 +569,22 @@ class KafkaServiceTransport:
             state.paused = True
         self._all_paused = True
 
-    def _commit(self, states: list[PartitionState], why: str) -> None:
-        """Store and commit, synchronously, the handled offsets of ``states``."""
+    def _commit(
+        self, states: list[PartitionState], why: str, expected: frozenset[int] = frozenset()
+    ) -> int | None:
+        """Store and commit, synchronously, the handled offsets of ``states`` not committed yet.
+
+        Returns the error code of a failed commit, else None. A failure is logged as an error
+        unless its code is ``expected`` (the caller deals with it).
+        """
+        committed = self._committed
         offsets = [
-            TopicPartition(s.topic, s.partition, s.handled + 1) for s in states if s.handled >= 0
+            TopicPartition(s.topic, s.partition, s.handled + 1)
+            for s in states
+            if s.handled >= 0 and s.handled + 1 > committed.get(s.key, -1)
         ]
         if not offsets:
-            return
+            return None
         consumer = self._consumer
         try:
             consumer.store_offsets(offsets=offsets)
@@ -570,23 +596,63 @@ class KafkaServiceTransport:
             consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
-                return
-            text = describe(err) if isinstance(err, KafkaError) else str(exc)
-            logger.error(
-                "kafka server transport: service %s: commit on %s failed: %s",
+            code = err.code() if isinstance(err, KafkaError) else KafkaError._FAIL
+            if code == KafkaError._NO_OFFSET:
+                return None
+            if code not in expected:
+                logger.error(
+                    "kafka server transport: service %s: commit on %s failed: %s",
+                    self._service.name,
+                    why,
+                    describe(err) if isinstance(err, KafkaError) else str(exc),
+                )
+            return int(code)
+        for tp in offsets:
+            committed[(tp.topic, tp.partition)] = tp.offset
+        logger.debug("committed on %s: %s", why, offsets)
+        return None
+
+    def _final_commit_done(self) -> bool:
+        """At shutdown, before ``close()``: commit what was handled, while still subscribed.
+
+        ``close()`` revokes the assignment at once, whatever the member's join state: a commit
+        then, in the middle of a (cooperative) rebalance, carries an outdated generation and
+        fails. Here the commit is retried while the poll loop goes on serving the rebalance
+        (partitions paused, records dropped), until it succeeds or ``_close_by``. Partitions
+        revoked meanwhile are committed by ``_on_revoke``; lost ones are not ours to commit.
+        """
+        if self._final_committed:
+            return True
+        now = time.monotonic()
+        if now < self._final_retry_at:
+            return False
+        will_retry = now + COMMIT_RETRY_STEP < self._close_by
+        expected = _REJOIN_CODES if will_retry else frozenset()
+        code = self._commit(list(self._states.values()), "shutdown", expected)
+        if code in expected:
+            if not self._final_retry_at:
+                logger.info(
+                    "kafka server transport: service %s: the group is rebalancing (%s); the "
+                    "commit on shutdown is retried once this member has rejoined",
+                    self._service.name,
+                    describe(KafkaError(code)),
+                )
+            self._final_retry_at = now + COMMIT_RETRY_STEP
+            return False
+        if code is None and self._final_retry_at:
+            logger.info(
+                "kafka server transport: service %s: committed on shutdown after the rejoin",
                 self._service.name,
-                why,
-                text,
             )
-        else:
-            logger.debug("committed on %s: %s", why, offsets)
+        self._final_committed = True
+        return True
 
     def _finish(self) -> None:
         consumer = self._consumer
         try:
-            self._commit(list(self._states.values()), "shutdown")
-            consumer.close()  # revokes (on_revoke commits again: nothing new) and leaves
+            if not self._final_committed:  # the poll loop failed
+                self._commit(list(self._states.values()), "shutdown")
+            consumer.close()  # revokes (on_revoke commits only what is new: nothing) and leaves
             logger.info(
                 "kafka server transport: service %s committed and left group %s",
                 self._service.name,
@@ -612,6 +678,7 @@ class KafkaServiceTransport:
                     continue
                 state = PartitionState(tp.topic, tp.partition, Claim(self, tp.topic, tp.partition))
                 self._states[key] = state
+                self._committed.pop(key, None)  # from an earlier assignment: others moved on
                 new.append(state)
             self._all_paused = False
             self._update_session()
@@ -711,6 +778,33 @@ class KafkaServiceTransport:
             exc_info=exc,
         )
         self._service.fail(exc)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Result of a commit librdkafka made by itself: every 3 s, and of released partitions.
+
+        A failure is logged, unless it is only about offsets our own synchronous commit (at
+        revoke or shutdown) has covered since, or it is the broker saying that the group is
+        rebalancing: the revoke or shutdown commit that follows commits those offsets.
+        """
+        failed = [tp for tp in partitions if tp.error is not None] if err is None else partitions
+        if not failed:
+            return
+        committed = self._committed
+        if all(0 <= tp.offset <= committed.get((tp.topic, tp.partition), -1) for tp in failed):
+            return
+        first = err or failed[0].error
+        assert first is not None
+        if first.code() == KafkaError._NO_OFFSET:
+            return
+        level = logging.DEBUG if first.code() in _REJOIN_CODES else logging.WARNING
+        logger.log(
+            level,
+            "kafka server transport: service %s: librdkafka's commit of stored offsets failed: "
+            "%s (%s); the next commit covers them",
+            self._service.name,
+            describe(first),
+            ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in failed),
+        )
 
     # -- errors (poll thread) ------------------------------------------------------------------
 
