@@ -25,7 +25,11 @@ from trpc_kafka._tools.security import Credentials
 from trpc_kafka._tools.tls import TlsError, generate
 
 CLI = Path(sys.executable).with_name("trpc-kafka")
-START_WITHIN = 30.0
+
+
+def _start_within() -> float:
+    """About 6 s on an idle machine: 30 s, times the load per core when other work runs."""
+    return 30.0 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
 
 
 def _mode(path: Path) -> int:
@@ -76,7 +80,8 @@ def test_secured_broker(tmp_path: Path, sasl: str, tls: bool) -> None:
     try:
         bootstrap = local.start()
         took = time.monotonic() - began
-        assert took < START_WITHIN, f"{sasl}, tls={tls}: started in {took:.1f} s"
+        within = _start_within()
+        assert took < within, f"{sasl}, tls={tls}: started in {took:.1f} s (> {within:.0f} s)"
         print(f"{local.protocol} ({sasl}) started in {took:.1f} s")
         creds = local.credentials()
         assert creds is not None
