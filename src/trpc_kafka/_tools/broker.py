@@ -8,7 +8,9 @@ resolves out of Maven Central. One directory holds one cluster::
     DIR/node-<id>/server.properties, server.log, data/
     DIR/credentials.json, DIR/tls/  a secured cluster's passwords and certificates (security.py)
 
-Every start formats fresh storage, so a cluster never carries topics over from an earlier run.
+Every start formats fresh storage, so a cluster never carries topics over from an earlier run;
+restarting a single node (``start_node``, after ``stop_node`` or ``kill_node``) keeps its storage.
+A node stopped that way is recorded with pid 0.
 Only the pids recorded in ``state.json`` are ever signalled, and only while their command line
 still names this directory, so a reused pid is never killed.
 """
