@@ -19,17 +19,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
+from tests.security._util import load_scaled
 from trpc_kafka._tools import security
 from trpc_kafka._tools.broker import BrokerError, LocalBroker, create_topic, processes_using, stop
 from trpc_kafka._tools.security import Credentials
 from trpc_kafka._tools.tls import TlsError, generate
 
 CLI = Path(sys.executable).with_name("trpc-kafka")
-
-
-def _start_within() -> float:
-    """About 6 s on an idle machine: 30 s, times the load per core when other work runs."""
-    return 30.0 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
 
 
 def _mode(path: Path) -> int:
@@ -80,7 +76,7 @@ def test_secured_broker(tmp_path: Path, sasl: str, tls: bool) -> None:
     try:
         bootstrap = local.start()
         took = time.monotonic() - began
-        within = _start_within()
+        within = load_scaled(30)  # about 6 s on an idle machine
         assert took < within, f"{sasl}, tls={tls}: started in {took:.1f} s (> {within:.0f} s)"
         print(f"{local.protocol} ({sasl}) started in {took:.1f} s")
         creds = local.credentials()
