@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -13,7 +14,15 @@ from tests.consumer._util import one_service, serving, wait_until
 from trpc_kafka import ConsumerMessage, Context, Server
 from trpc_kafka._tools.security import ALLOWED_PREFIX
 
-__all__ = ["capture_all_logs", "consuming", "new_group", "wait_until"]
+__all__ = ["capture_all_logs", "consuming", "load_scaled", "new_group", "wait_until"]
+
+
+def load_scaled(seconds: float) -> float:
+    """``seconds`` on an idle machine, times the load average per core when other work runs.
+
+    For bounds on how long a broker start may take: a busy 2-core machine starts JVMs slower.
+    """
+    return seconds * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
 
 
 def new_group(prefix: str = ALLOWED_PREFIX) -> str:

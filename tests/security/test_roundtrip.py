@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import trpc_kafka
-from tests.security._util import consuming, new_group, wait_until
+from tests.security._util import consuming, load_scaled, new_group, wait_until
 from tests.security.conftest import Secured
 from trpc_kafka import ConsumerMessage
 
@@ -90,7 +90,9 @@ async def test_tls_with_a_client_certificate(ssl: Secured) -> None:
 def test_secured_brokers_start_quickly(
     sasl_ssl: Secured, sasl_plaintext: Secured, ssl: Secured
 ) -> None:
-    # The three start side by side (see conftest); each within half a minute nonetheless.
+    # The three start side by side (see conftest); each within half a minute nonetheless
+    # (more when other work keeps the cores busy).
+    bound = load_scaled(30)
     for cluster in (sasl_ssl, sasl_plaintext, ssl):
         print(f"{cluster.creds.protocol} broker started in {cluster.started_in:.1f} s")
-        assert cluster.started_in < 30, (cluster.name, cluster.started_in)
+        assert cluster.started_in < bound, (cluster.name, cluster.started_in, bound)

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
@@ -138,7 +139,11 @@ def test_three_broker_cluster(tmp_path: Path) -> None:
         assert len(set(pids)) == 3
 
         admin = AdminClient({"bootstrap.servers": bootstrap})
+        # Ready means usable: all registered with the controller, the probe topic gone.
+        described = admin.describe_cluster(request_timeout=30).result(timeout=60)
+        assert sorted(node.id for node in described.nodes) == [1, 2, 3]
         assert sorted(admin.list_topics(timeout=10).brokers) == [1, 2, 3]
+        assert broker._PROBE_TOPIC not in admin.list_topics(timeout=10).topics
         props = (directory / "node-2" / "server.properties").read_text()
         assert "transaction.state.log.min.isr=2\n" in props
         assert "offsets.topic.replication.factor=3\n" in props
@@ -327,3 +332,87 @@ def test_default_dir_honours_xdg_cache_home(monkeypatch: pytest.MonkeyPatch) -> 
     assert broker.default_dir() == Path("/somewhere/cache/trpc-kafka/broker")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/is/ignored")
     assert broker.default_dir() == Path(os.path.expanduser("~/.cache/trpc-kafka/broker"))
+
+
+def test_start_timeout_scales_with_nodes_and_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.0, 0.0))
+    assert broker.default_start_timeout(1) == 90
+    assert broker.default_start_timeout(3) == 180
+    # Both cores busy with other work and as much queued again: twice the time.
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0, 0.0, 0.0))
+    assert broker.default_start_timeout(3) == 360
+    monkeypatch.setattr(os, "getloadavg", lambda: (40.0, 0.0, 0.0))
+    assert broker.default_start_timeout(1) == 270
+    # The secured-brokers fixture and the CLI take it: no fixed 60 s any more.
+    assert LocalBroker(Path("unused"), brokers=3).start_timeout is None
+
+
+def test_start_that_is_never_usable_names_the_log_and_ends_the_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nodes that answer but where no topic can be created: the probe name is invalid here.
+    monkeypatch.setattr(broker, "_PROBE_TOPIC", "no spaces allowed")
+    wait_usable = broker._wait_usable
+
+    def short(nodes: Any, _deadline: float, _timeout: float) -> None:
+        # The nodes are up, however long that took on this machine; then 3 s to be usable.
+        wait_usable(nodes, time.monotonic() + 3, 3)
+
+    monkeypatch.setattr(broker, "_wait_usable", short)
+    directory = tmp_path / "unusable"
+    with pytest.raises(BrokerError) as caught:
+        LocalBroker(directory).start()
+    message = str(caught.value)
+    assert message.startswith(
+        "the 1 node(s) answer but a topic with replication factor 1 was not usable within 3 s "
+        "(last: "
+    )
+    assert f"log: {directory / 'node-1' / 'server.log'}" in message
+    assert processes_using(directory) == []
+    assert not (directory / "state.json").exists()
+
+
+def _recorded(directory: Path, pid: int, *, ready: bool = True) -> None:
+    node = {
+        "node_id": 1,
+        "pid": pid,
+        "port": 1,
+        "controller_port": 2,
+        "home": str(directory / "node-1"),
+    }
+    (directory / "state.json").write_text(json.dumps({"ready": ready, "nodes": [node]}))
+
+
+def test_node_commands_need_a_ready_cluster_and_known_ids(tmp_path: Path) -> None:
+    local = LocalBroker(tmp_path)
+    with pytest.raises(BrokerError, match=r"^no cluster recorded in .*`trpc-kafka broker start`"):
+        local.kill_node(1)
+    _recorded(tmp_path, 0, ready=False)
+    with pytest.raises(BrokerError, match=r"is still starting \(or its start failed\)"):
+        local.start_node(1)
+    _recorded(tmp_path, 0)
+    with pytest.raises(
+        BrokerError, match=rf"^node 2, 3: the cluster in {tmp_path} has node\(s\) 1$"
+    ):
+        local.stop_node(1, 2, 3)
+    with pytest.raises(BrokerError, match="name at least one node id"):
+        local.stop_node()
+    # Down on purpose: reported as such, and a plain start refuses to format over its data.
+    assert local.status().down == (1,)
+    assert local.stop_node(1) == []
+    with pytest.raises(BrokerError, match=r"node\(s\) 1 of the cluster in .* are down: "):
+        local.start()
+
+
+def test_kill_node_never_signals_a_foreign_pid(tmp_path: Path) -> None:
+    # A recorded pid that now belongs to another program (pid reuse) must survive kill_node().
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _recorded(tmp_path, other.pid)
+        assert LocalBroker(tmp_path).kill_node(1) == []
+        assert other.poll() is None
+        assert [n.pid for n in status(tmp_path).nodes] == [0]
+    finally:
+        other.kill()
+        other.wait()

@@ -6,9 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
-from trpc_kafka._tools.broker import processes_using, stop
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from trpc_kafka._tools.broker import create_topic, processes_using, status, stop
 
 CLI = Path(sys.executable).with_name("trpc-kafka")
 BOOTSTRAP = re.compile(r"127\.0\.0\.1:\d+")
@@ -83,3 +88,100 @@ def test_python_dash_m() -> None:
     assert shown.returncode == 0
     assert "--brokers" in shown.stdout
     assert "usage: trpc-kafka broker start" in shown.stdout
+
+
+def _one_message_round_trip(bootstrap: str, topic: str, value: bytes | None) -> bytes | None:
+    """Send ``value`` (if given, acked) to ``topic``, then read the first record back."""
+    if value is not None:
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        producer.produce(topic, value)
+        assert producer.flush(60) == 0
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"cli-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                return msg.value()
+    finally:
+        consumer.close()
+    return None
+
+
+@pytest.mark.slow
+def test_node_drill_kill_stop_start_keep_the_data(tmp_path: Path) -> None:
+    directory = str(tmp_path)
+    try:
+        started = run("broker", "start", "--dir", directory)
+        assert started.returncode == 0, started.stderr
+        bootstrap = started.stdout.splitlines()[-1]
+        topic = f"drill-{uuid.uuid4().hex[:8]}"
+        create_topic(bootstrap, topic)
+        assert _one_message_round_trip(bootstrap, topic, b"before the kill") == b"before the kill"
+        pid = status(tmp_path).nodes[0].pid
+
+        killed = run("broker", "kill-node", "1", "--dir", directory)
+        assert killed.returncode == 0, killed.stderr
+        assert killed.stdout == (
+            f"node 1: killed; `trpc-kafka broker start-node 1 --dir {directory}` restarts it\n"
+        )
+        assert processes_using(tmp_path) == []
+        down = run("broker", "status", "--dir", directory)
+        assert down.returncode == 3
+        assert re.search(r"node 1: port \d+, stopped, log ", down.stdout)
+        assert f"`trpc-kafka broker start-node 1 --dir {directory}` restarts" in down.stdout
+
+        # A plain start must not throw the stopped node's data away.
+        refused = run("broker", "start", "--dir", directory)
+        assert refused.returncode == 1
+        assert "node(s) 1 of the cluster in" in refused.stderr
+        assert "are down: `trpc-kafka broker start-node 1 --dir" in refused.stderr
+
+        again = run("broker", "start-node", "1", "--dir", directory)
+        assert again.returncode == 0, again.stderr
+        assert re.search(r"node 1: started, in sync: pid \d+, port \d+, log ", again.stdout)
+        assert again.stdout.splitlines()[-1] == bootstrap
+        assert status(tmp_path).running
+        assert status(tmp_path).nodes[0].pid != pid
+        assert _one_message_round_trip(bootstrap, topic, None) == b"before the kill"
+
+        stopped = run("broker", "stop-node", "1", "--dir", directory)
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.startswith("node 1: stopped; ")
+        twice = run("broker", "stop-node", "1", "--dir", directory)
+        assert (twice.returncode, twice.stdout) == (0, "node 1: was not running\n")
+        unknown = run("broker", "kill-node", "2", "--dir", directory)
+        assert unknown.returncode == 1
+        assert unknown.stderr == (
+            f"trpc-kafka: error: node 2: the cluster in {tmp_path} has node(s) 1\n"
+        )
+        assert run("broker", "start-node", "1", "--dir", directory).returncode == 0
+        running = run("broker", "start-node", "1", "--dir", directory)
+        assert running.returncode == 0, running.stderr
+        assert "node 1: already running: pid " in running.stdout
+        assert _one_message_round_trip(bootstrap, topic, None) == b"before the kill"
+    finally:
+        stop(tmp_path)
+    assert processes_using(tmp_path) == []
+    nothing = run("broker", "start-node", "1", "--dir", directory)
+    assert nothing.returncode == 1
+    assert nothing.stderr.startswith(f"trpc-kafka: error: no cluster recorded in {tmp_path}; ")
+
+
+def test_node_commands_usage() -> None:
+    shown = run("broker", "kill-node", "--help")
+    assert shown.returncode == 0
+    assert "usage: trpc-kafka broker kill-node [-h] [--dir DIR] N [N ...]" in shown.stdout
+    assert "SIGKILL" in run("broker", "--help").stdout
+    assert "--timeout" in run("broker", "start-node", "--help").stdout
+    bad = run("broker", "start-node", "0")
+    assert bad.returncode == 2
+    assert "'0' is not a positive integer" in bad.stderr
+    assert run("broker", "stop-node").returncode == 2

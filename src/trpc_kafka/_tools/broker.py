@@ -8,7 +8,9 @@ resolves out of Maven Central. One directory holds one cluster::
     DIR/node-<id>/server.properties, server.log, data/
     DIR/credentials.json, DIR/tls/  a secured cluster's passwords and certificates (security.py)
 
-Every start formats fresh storage, so a cluster never carries topics over from an earlier run.
+Every start formats fresh storage, so a cluster never carries topics over from an earlier run;
+restarting a single node (``start_node``, after ``stop_node`` or ``kill_node``) keeps its storage.
+A node stopped that way is recorded with pid 0.
 Only the pids recorded in ``state.json`` are ever signalled, and only while their command line
 still names this directory, so a reused pid is never killed.
 """
@@ -16,6 +18,7 @@ still names this directory, so a reused pid is never killed.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
@@ -31,12 +34,12 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 # Where it is defined: confluent_kafka.admin re-exports it without declaring it for mypy.
@@ -47,7 +50,6 @@ from trpc_kafka._tools.security import Credentials
 from trpc_kafka._tools.tls import TlsError
 
 __all__ = [
-    "DEFAULT_START_TIMEOUT",
     "BrokerError",
     "ClusterStatus",
     "Credentials",
@@ -56,6 +58,7 @@ __all__ = [
     "NodeStatus",
     "create_topic",
     "default_dir",
+    "default_start_timeout",
     "processes_using",
     "resolve_classpath",
     "server_properties",
@@ -68,7 +71,6 @@ log = logging.getLogger(__name__)
 
 HOST: Final = "127.0.0.1"
 CONTROLLER: Final = "CONTROLLER"
-DEFAULT_START_TIMEOUT: Final = 60.0
 STOP_GRACE: Final = 15.0
 STATE_FILE: Final = "state.json"
 
@@ -76,7 +78,15 @@ _POM: Final = Path(__file__).with_name("pom.xml")
 _LOG4J2: Final = Path(__file__).with_name("log4j2.properties")
 # A cold ~/.m2 downloads ~60 MB; generous, but a hung mvn must not hang `make test` forever.
 _MVN_TIMEOUT: Final = 900.0
-_KILL_WAIT: Final = 5.0
+# A SIGKILLed JVM with a large heap can take seconds to be gone on a busy machine.
+_KILL_WAIT: Final = 30.0
+# Start deadlines: per node, never below the floor, times the machine's load (see
+# default_start_timeout). A 3-node cluster on an idle 2-core machine starts in 10-20 s.
+_START_SECONDS_PER_NODE: Final = 60.0
+_START_SECONDS_FLOOR: Final = 90.0
+_MAX_LOAD_FACTOR: Final = 3.0
+# The topic whose creation with replication factor N proves a cluster of N nodes usable.
+_PROBE_TOPIC: Final = "trpc-kafka-ready-probe"
 _LOG_TAIL_LINES: Final = 15
 _LOG_READ_LIMIT: Final = 4 * 1024 * 1024
 _JVM_OPTS: Final = (
@@ -191,6 +201,20 @@ def resolve_classpath() -> str:
         classpath = out.read_text(encoding="utf-8").strip()
     _write_atomic(cache, classpath + "\n")
     return classpath
+
+
+def default_start_timeout(brokers: int = 1) -> float:
+    """Seconds a start of ``brokers`` nodes may take: 90 s for one, 60 s a node for more.
+
+    Scaled up (at most 3 times) by the load average per core, so that a machine busy with
+    other work gets the time it needs; a node that dies fails the start at once regardless.
+    """
+    try:
+        load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        load = 1.0
+    factor = min(max(load, 1.0), _MAX_LOAD_FACTOR)
+    return round(max(_START_SECONDS_FLOOR, _START_SECONDS_PER_NODE * brokers) * factor)
 
 
 # --- broker configuration ------------------------------------------------------------------
@@ -427,6 +451,8 @@ class _Node:
 
     def running(self) -> bool:
         """Whether this node's JVM runs; a reused pid never passes for it."""
+        if self.pid <= 0:
+            return False  # stopped on purpose (stop_node, kill_node)
         child = _children.get(self.pid)
         if child is not None:
             # Our own child: its Popen identifies it until reaped, even while it exits.
@@ -436,7 +462,12 @@ class _Node:
 
     def exiting(self) -> bool:
         """Not gone yet, but exiting: Linux empties the command line of an exiting process."""
-        return self.pid not in _children and _alive(self.pid) and _cmdline(self.pid) == ""
+        return (
+            self.pid > 0
+            and self.pid not in _children
+            and _alive(self.pid)
+            and _cmdline(self.pid) == ""
+        )
 
 
 @dataclass(frozen=True)
@@ -451,7 +482,7 @@ class _State:
 @dataclass(frozen=True)
 class NodeStatus:
     node_id: int
-    pid: int
+    pid: int  # 0: stopped on purpose (stop_node, kill_node)
     port: int
     alive: bool
     log: Path
@@ -476,12 +507,21 @@ class ClusterStatus:
         """Started, ready, and every node alive."""
         return self.ready and bool(self.nodes) and all(node.alive for node in self.nodes)
 
+    @property
+    def down(self) -> tuple[int, ...]:
+        """Ids of the nodes that do not run."""
+        return tuple(node.node_id for node in self.nodes if not node.alive)
+
 
 class LocalBroker:
     """A local KRaft cluster of ``brokers`` combined nodes whose state lives in ``directory``.
 
     ``start()`` returns the bootstrap servers (and starts nothing when the cluster already
-    runs); ``stop()`` ends exactly the JVMs it started. Usable as a context manager.
+    runs) once the cluster is usable: every node registered and a topic replicated on all of
+    them created. ``stop()`` ends exactly the JVMs it started. Usable as a context manager.
+
+    Failover drills: ``stop_node``, ``kill_node`` (SIGKILL) and ``start_node`` act on single
+    nodes of the running cluster; a node keeps its storage and ports across them.
 
     ``sasl`` (``"scram"``: SCRAM-SHA-256 and SCRAM-SHA-512, or ``"plain"``) and ``tls`` secure
     the listener clients use, with ACLs on and users admin, alice and bob whose passwords are
@@ -494,7 +534,7 @@ class LocalBroker:
         *,
         brokers: int = 1,
         extra_properties: Mapping[str, str] | None = None,
-        start_timeout: float = DEFAULT_START_TIMEOUT,
+        start_timeout: float | None = None,
         sasl: str | None = None,
         tls: bool = False,
     ) -> None:
@@ -508,6 +548,7 @@ class LocalBroker:
         self.directory = Path(directory if directory is not None else default_dir()).resolve()
         self.brokers = brokers
         self.extra_properties = dict(extra_properties or {})
+        # None: default_start_timeout() of the node count, at the time of each start.
         self.start_timeout = start_timeout
         self.sasl = sasl
         self.tls = tls
@@ -547,6 +588,15 @@ class LocalBroker:
                         )
                     log.debug("broker already running in %s", self.directory)
                     return _bootstrap(state.nodes)
+                if state.ready and any(node.pid <= 0 or node.running() for node in state.nodes):
+                    # A failover drill in progress: a fresh start would throw its data away.
+                    down = [node.node_id for node in state.nodes if not node.running()]
+                    raise BrokerError(
+                        f"node(s) {_ids(down)} of the cluster in {self.directory} are down: "
+                        f"`trpc-kafka broker start-node {' '.join(map(str, down))} --dir "
+                        f"{self.directory}` restarts them with their data; `trpc-kafka broker "
+                        f"stop --dir {self.directory}` ends the cluster"
+                    )
                 # Remains of a crash or of an interrupted start: ours (pid check), so end them.
                 log.info("cleaning up a cluster that is not fully running in %s", self.directory)
                 _terminate(state.nodes)
@@ -575,6 +625,62 @@ class LocalBroker:
             (self.directory / security.CREDENTIALS_FILE).unlink(missing_ok=True)
             return True
 
+    def stop_node(self, *node_ids: int) -> list[int]:
+        """Stop nodes as an operator would (SIGTERM: controlled shutdown), keeping their storage.
+
+        Returns the ids of the nodes that were running; ``start_node`` brings them back.
+        """
+        return self._end_nodes(node_ids, kill=False)
+
+    def kill_node(self, *node_ids: int) -> list[int]:
+        """SIGKILL nodes (a crash: no controlled shutdown), keeping their storage.
+
+        Returns the ids of the nodes that were running; ``start_node`` brings them back.
+        """
+        return self._end_nodes(node_ids, kill=True)
+
+    def start_node(self, *node_ids: int, timeout: float | None = None) -> list[int]:
+        """Start stopped or killed nodes again on their ports, with the storage they had.
+
+        Returns once each of them answers as a broker of the cluster and is back in the
+        in-sync replicas of every partition it holds (needs a quorum of the controllers
+        running: more than half of the nodes, these included). Nodes that run already are left
+        alone; returns the ids actually started. A node that cannot start is ended again and
+        the error names its log.
+        """
+        with self._locked():
+            state = self._require_state()
+            chosen = self._select(state, node_ids)
+            todo = [node for node in chosen if not node.running()]
+            if not todo:
+                return []
+            seconds = timeout if timeout is not None else self._start_seconds(len(todo))
+            deadline = time.monotonic() + seconds
+            java = _java()
+            classpath = resolve_classpath()
+            log4j = self.directory / "log4j2.properties"
+            nodes = {node.node_id: node for node in state.nodes}
+            started: list[_Node] = []
+            try:
+                for node in todo:
+                    fresh = dataclasses.replace(
+                        node, pid=_spawn(java, classpath, log4j, Path(node.home))
+                    )
+                    nodes[node.node_id] = fresh
+                    started.append(fresh)
+                    # Recorded at once: `stop` can end the JVM even if this process dies now.
+                    self._write_state(list(nodes.values()), ready=state.ready)
+                log.info("waiting for node(s) %s to rejoin", _ids(n.node_id for n in todo))
+                _wait_rejoined(started, len(state.nodes), deadline, seconds)
+            except BaseException:
+                with contextlib.suppress(BrokerError):
+                    _terminate(started)
+                for node in started:
+                    nodes[node.node_id] = dataclasses.replace(node, pid=0)
+                self._write_state(list(nodes.values()), ready=state.ready)
+                raise
+            return [node.node_id for node in todo]
+
     def status(self) -> ClusterStatus:
         state = self._read_state() or _State(nodes=[], ready=False)
         nodes = tuple(
@@ -593,6 +699,58 @@ class LocalBroker:
         )
 
     # --- internals ---
+
+    def _start_seconds(self, brokers: int) -> float:
+        if self.start_timeout is not None:
+            return self.start_timeout
+        return default_start_timeout(brokers)
+
+    def _require_state(self) -> _State:
+        state = self._read_state()
+        if state is None:
+            raise BrokerError(
+                f"no cluster recorded in {self.directory}; start one with `trpc-kafka broker start`"
+            )
+        if not state.ready:
+            raise BrokerError(
+                f"the cluster in {self.directory} is still starting (or its start failed); "
+                "wait for `trpc-kafka broker start` to finish"
+            )
+        return state
+
+    def _select(self, state: _State, node_ids: Sequence[int]) -> list[_Node]:
+        if not node_ids:
+            raise BrokerError("name at least one node id")
+        known = {node.node_id: node for node in state.nodes}
+        unknown = [node_id for node_id in node_ids if node_id not in known]
+        if unknown:
+            raise BrokerError(
+                f"node {_ids(unknown)}: the cluster in {self.directory} has node(s) {_ids(known)}"
+            )
+        return [known[node_id] for node_id in dict.fromkeys(node_ids)]
+
+    def _end_nodes(self, node_ids: Sequence[int], *, kill: bool) -> list[int]:
+        with self._locked():
+            state = self._require_state()
+            chosen = self._select(state, node_ids)
+            live = [node for node in chosen if node.running()]
+            if kill:
+                for node in live:
+                    _signal(node.pid, signal.SIGKILL)
+                left = [node.pid for node in _wait_gone(live, _KILL_WAIT) if node.running()]
+                if left:
+                    raise BrokerError(f"could not end broker pids {left}")
+            else:
+                _terminate(live)
+            ended = {node.node_id for node in chosen}
+            self._write_state(
+                [
+                    dataclasses.replace(node, pid=0) if node.node_id in ended else node
+                    for node in state.nodes
+                ],
+                ready=True,
+            )
+            return [node.node_id for node in live]
 
     @property
     def _state_path(self) -> Path:
@@ -637,7 +795,8 @@ class LocalBroker:
 
     def _launch(self, java: str, classpath: str) -> str:
         began = time.monotonic()
-        deadline = began + self.start_timeout
+        timeout = self._start_seconds(self.brokers)
+        deadline = began + timeout
         creds = self._new_credentials()
         # Per node: the client port, the controller port, and a secured cluster's internal one.
         per_node = 2 if creds is None else 3
@@ -685,7 +844,7 @@ class LocalBroker:
                 log4j,
                 homes,
                 deadline=deadline,
-                timeout=self.start_timeout,
+                timeout=timeout,
                 extra_args=[] if creds is None else security.scram_format_args(creds),
             )
             for node, home in zip(plan, homes, strict=True):
@@ -694,9 +853,10 @@ class LocalBroker:
                 # Recorded at once: `stop` can end the JVMs even if this process dies now.
                 self._write_state(nodes, ready=False)
             log.info("waiting for %d node(s) in %s", len(nodes), self.directory)
-            _wait_ready(nodes, deadline, self.start_timeout)
+            _wait_ready(nodes, deadline, timeout)
+            _wait_usable(nodes, deadline, timeout)
             if creds is not None:
-                _secure_ready(nodes, creds, deadline, self.start_timeout)
+                _secure_ready(nodes, creds, deadline, timeout)
             self._write_state(nodes, ready=True)
         except BaseException:
             _terminate(nodes)
@@ -892,6 +1052,153 @@ def _wait_ready(nodes: Sequence[_Node], deadline: float, timeout: float) -> None
         admins.clear()
 
 
+def _admin(nodes: Sequence[_Node]) -> AdminClient:
+    """An admin client on the nodes' credential-free ports, quiet about refused connections."""
+    return AdminClient(
+        {
+            "bootstrap.servers": ",".join(f"{HOST}:{node.plain_port}" for node in nodes),
+            "log_level": 0,
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 250,
+        },
+        error_cb=_quiet,
+    )
+
+
+def _wait_usable(nodes: Sequence[_Node], deadline: float, timeout: float) -> None:
+    """Until a topic replicated on every node exists with all replicas in sync; then delete it.
+
+    Nodes answering metadata is not enough: the controller may not count a node as usable yet
+    and reject a topic with replication factor N (INVALID_REPLICATION_FACTOR).
+    """
+    admin = _admin(nodes)
+    spec = NewTopic(_PROBE_TOPIC, num_partitions=1, replication_factor=len(nodes))
+    last = "none"
+    created = False
+    while True:
+        for node in nodes:
+            if not node.running():
+                _raise_exited(node)
+        left = max(0.5, deadline - time.monotonic())
+        try:
+            if not created:
+                futures = admin.create_topics([spec], operation_timeout=min(left, 10.0))
+                try:
+                    futures[_PROBE_TOPIC].result(timeout=min(left, 15.0))
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise
+                created = True
+            found = admin.list_topics(topic=_PROBE_TOPIC, timeout=min(left, 3.0)).topics.get(
+                _PROBE_TOPIC
+            )
+            if found is not None and found.error is None and found.partitions:
+                if all(
+                    p.error is None and p.leader >= 0 and len(p.isrs) == len(nodes)
+                    for p in found.partitions.values()
+                ):
+                    break
+                last = "replicas not in sync yet"
+            else:
+                last = f"topic not in the metadata yet ({None if found is None else found.error})"
+        except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            last = str(exc) or type(exc).__name__
+        if time.monotonic() > deadline:
+            node = nodes[0]
+            raise BrokerError(
+                f"the {len(nodes)} node(s) answer but a topic with replication factor "
+                f"{len(nodes)} was not usable within {timeout:g} s (last: {last}); "
+                f"log: {node.log}\n{_excerpt(node.log)}"
+            )
+        time.sleep(0.1)
+    _delete_probe(admin, nodes, deadline)
+
+
+def _delete_probe(admin: AdminClient, nodes: Sequence[_Node], deadline: float) -> None:
+    """Delete the probe topic and wait until no node lists it: users never see it."""
+    per_node = [(node, _admin([node])) for node in nodes]
+    deleted = False
+    while True:
+        if not deleted:
+            try:
+                for future in admin.delete_topics([_PROBE_TOPIC], operation_timeout=10.0).values():
+                    future.result(timeout=15.0)
+                deleted = True
+            except (KafkaException, concurrent.futures.TimeoutError) as exc:
+                # UNKNOWN_TOPIC_OR_PART: an earlier attempt went through after all.
+                deleted = isinstance(exc, KafkaException) and (
+                    exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                )
+        if deleted:
+            # Each node learns of the deletion from the metadata log, a moment apart.
+            with contextlib.suppress(KafkaException):
+                per_node = [
+                    (node, client)
+                    for node, client in per_node
+                    if _PROBE_TOPIC in client.list_topics(timeout=3.0).topics
+                ]
+            if not per_node:
+                return
+        if time.monotonic() > deadline:
+            # The cluster is usable; a leftover probe topic is only untidy.
+            log.warning("topic %s is still listed after the start's deadline", _PROBE_TOPIC)
+            return
+        time.sleep(0.1)
+
+
+def _rejoined(admin: AdminClient, node_id: int, cluster_size: int) -> str | None:
+    """None once ``node_id`` is a broker again and in sync on all its partitions; else why not."""
+    try:
+        metadata = admin.list_topics(timeout=3.0)
+    except KafkaException as exc:
+        return str(exc)
+    if node_id not in metadata.brokers:
+        return f"node {node_id} not registered yet ({len(metadata.brokers)} of {cluster_size})"
+    for topic in metadata.topics.values():
+        for partition in topic.partitions.values():
+            if node_id in partition.replicas and (
+                node_id not in partition.isrs or partition.leader < 0
+            ):
+                return f"{topic.topic}[{partition.id}] not in sync on node {node_id} yet"
+    return None
+
+
+def _wait_rejoined(
+    started: Sequence[_Node], cluster_size: int, deadline: float, timeout: float
+) -> None:
+    """Until each restarted node answers, is registered and caught up (start_node)."""
+    admins = {node.node_id: _admin([node]) for node in started}
+    try:
+        pending = list(started)
+        while True:
+            for node in started:
+                if not node.running():
+                    _raise_exited(node)
+            reasons = {}
+            for node in pending:
+                reason = _rejoined(admins[node.node_id], node.node_id, cluster_size)
+                if reason is not None:
+                    reasons[node.node_id] = reason
+            pending = [node for node in pending if node.node_id in reasons]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                node = pending[0]
+                raise BrokerError(
+                    f"node {node.node_id} (port {node.port}) did not rejoin the cluster within "
+                    f"{timeout:g} s ({reasons[node.node_id]}); check that at least "
+                    f"{cluster_size // 2 + 1} of the {cluster_size} nodes run (the controller "
+                    f"quorum); log: {node.log}\n{_excerpt(node.log)}"
+                )
+            time.sleep(0.2)
+    finally:
+        admins.clear()
+
+
+def _ids(ids: Iterable[int]) -> str:
+    return ", ".join(map(str, ids))
+
+
 def _raise_exited(node: _Node) -> NoReturn:
     child = _children.get(node.pid)
     code = "" if child is None else f" with exit code {child.returncode}"
@@ -907,7 +1214,8 @@ def _answers(admin: AdminClient, port: int, brokers: int) -> bool:
     try:
         # A refused connection fails here at once, instead of a metadata request's timeout.
         socket.create_connection((HOST, port), timeout=0.5).close()
-        metadata = admin.list_topics(timeout=1.0)
+        # A loaded machine can take more than a second to answer.
+        metadata = admin.list_topics(timeout=3.0)
     except (OSError, KafkaException):
         return False
     return len(metadata.brokers) >= brokers
@@ -1004,7 +1312,7 @@ def start_cluster(
     directory: str | os.PathLike[str] | None = None,
     *,
     extra_properties: Mapping[str, str] | None = None,
-    timeout: float = DEFAULT_START_TIMEOUT,
+    timeout: float | None = None,
 ) -> str:
     """Start (or find running) a cluster of ``brokers`` nodes; return its bootstrap servers."""
     return LocalBroker(

@@ -1,6 +1,8 @@
 """``trpc-kafka``: the command line of the plugin's development tools.
 
-``trpc-kafka broker start|stop|status`` runs the local Apache Kafka cluster. ``start`` prints
+``trpc-kafka broker start|stop|status`` runs the local Apache Kafka cluster;
+``stop-node|kill-node|start-node N...`` stop, SIGKILL and restart single nodes of it (storage
+kept) for failover drills. ``start`` prints
 the bootstrap servers as the last line of stdout, so scripts take them with ``tail -n 1``.
 ``start --sasl scram|plain`` and/or ``--tls`` secure the listener clients use; the users'
 passwords (new on every start) go to stderr and to ``DIR/credentials.json``, never to stdout.
@@ -18,12 +20,7 @@ from types import FrameType
 from typing import NoReturn
 
 from trpc_kafka._tools import security
-from trpc_kafka._tools.broker import (
-    DEFAULT_START_TIMEOUT,
-    BrokerError,
-    LocalBroker,
-    default_dir,
-)
+from trpc_kafka._tools.broker import BrokerError, LocalBroker, default_dir
 
 PROG = "trpc-kafka"
 # `status` exit code when nothing runs (LSB: "program is not running").
@@ -40,6 +37,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+_TIMEOUT_HELP = (
+    "seconds to wait until the nodes are usable (default: 60 a node, at least 90, "
+    "up to 3 times more on a loaded machine)"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,12 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     start = actions.add_parser("start", help="start a local cluster; print its bootstrap servers")
     start.add_argument("--brokers", type=_positive_int, default=1, help="nodes (default: 1)")
     start.add_argument("--dir", help=dir_help)
-    start.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_START_TIMEOUT,
-        help=f"seconds to wait for readiness (default: {DEFAULT_START_TIMEOUT:g})",
-    )
+    start.add_argument("--timeout", type=_positive_float, help=_TIMEOUT_HELP)
     start.add_argument(
         "--sasl",
         choices=sorted(security.SASL_MECHANISMS),
@@ -72,6 +80,31 @@ def _parser() -> argparse.ArgumentParser:
     stop = actions.add_parser("stop", help="stop the cluster started in --dir")
     stop.add_argument("--dir", help=dir_help)
     stop.set_defaults(handler=_stop)
+
+    stop_node = actions.add_parser(
+        "stop-node",
+        help="stop node(s) of the running cluster (controlled shutdown); their data is kept",
+    )
+    kill_node = actions.add_parser(
+        "kill-node",
+        help="kill node(s) of the running cluster with SIGKILL (a crash); their data is kept",
+    )
+    start_node = actions.add_parser(
+        "start-node",
+        help="start stopped or killed node(s) again with their data; wait until they are "
+        "back in sync",
+    )
+    for action, handler in (
+        (stop_node, _stop_node),
+        (kill_node, _kill_node),
+        (start_node, _start_node),
+    ):
+        action.add_argument(
+            "node", type=_positive_int, nargs="+", metavar="N", help="node id (1 to --brokers)"
+        )
+        action.add_argument("--dir", help=dir_help)
+        action.set_defaults(handler=handler)
+    start_node.add_argument("--timeout", type=_positive_float, help=_TIMEOUT_HELP)
 
     status = actions.add_parser(
         "status", help=f"show what runs; exit 0 if running, {EXIT_NOT_RUNNING} if not"
@@ -144,13 +177,56 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_node(args: argparse.Namespace) -> int:
+    return _report_ended(args, LocalBroker(args.dir).stop_node(*args.node), "stopped")
+
+
+def _kill_node(args: argparse.Namespace) -> int:
+    return _report_ended(args, LocalBroker(args.dir).kill_node(*args.node), "killed")
+
+
+def _report_ended(args: argparse.Namespace, ended: list[int], verb: str) -> int:
+    for node_id in dict.fromkeys(args.node):
+        if node_id in ended:
+            print(
+                f"node {node_id}: {verb}; `{PROG} broker start-node {node_id}{_dir_arg(args)}` "
+                "restarts it"
+            )
+        else:
+            print(f"node {node_id}: was not running")
+    return 0
+
+
+def _dir_arg(args: argparse.Namespace) -> str:
+    return "" if args.dir is None else f" --dir {args.dir}"
+
+
+def _start_node(args: argparse.Namespace) -> int:
+    broker = LocalBroker(args.dir, start_timeout=args.timeout)
+    started = broker.start_node(*args.node)
+    nodes = {node.node_id: node for node in broker.status().nodes}
+    for node_id in dict.fromkeys(args.node):
+        node = nodes[node_id]
+        what = "started, in sync" if node_id in started else "already running"
+        print(f"node {node_id}: {what}: pid {node.pid}, port {node.port}, log {node.log}")
+    current = broker.status()
+    if current.bootstrap is not None:
+        print(current.bootstrap)
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     current = LocalBroker(args.dir).status()
     if not current.nodes:
         print(f"not running: no broker recorded in {current.directory}")
     for node in current.nodes:
-        state = "alive" if node.alive else "dead"
-        print(f"node {node.node_id}: pid {node.pid}, port {node.port}, {state}, log {node.log}")
+        if node.alive:
+            state = f"pid {node.pid}, port {node.port}, alive"
+        elif node.pid <= 0:
+            state = f"port {node.port}, stopped"
+        else:
+            state = f"pid {node.pid}, port {node.port}, dead"
+        print(f"node {node.node_id}: {state}, log {node.log}")
     for pid in current.strays:
         print(f"stray broker JVM (not recorded in state.json): pid {pid}")
     if current.nodes and current.protocol != "PLAINTEXT":
@@ -161,7 +237,11 @@ def _status(args: argparse.Namespace) -> int:
     if current.nodes and not current.ready:
         print("not running yet: a start is waiting for the nodes")
     elif current.nodes:
-        print(f"not running: some nodes are dead; `{PROG} broker stop` cleans up")
+        down = " ".join(map(str, current.down))
+        print(
+            f"not running: node(s) {down} down; `{PROG} broker start-node {down}{_dir_arg(args)}`"
+            f" restarts them with their data, `{PROG} broker stop{_dir_arg(args)}` ends the cluster"
+        )
     return EXIT_NOT_RUNNING
 
 
