@@ -44,9 +44,15 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, services: bool = F
         f"address (SASL and TLS too); default: ${BOOTSTRAP_ENV}",
     )
     if services:
-        parser.add_argument("-c", "--config", metavar="FILE", help="a trpc_go.yaml-style file")
         parser.add_argument(
-            "-s", "--service", metavar="NAME", help="the service of --config to take the address of"
+            "-c", "--config", dest="config_file", metavar="FILE", help="a trpc_go.yaml-style file"
+        )
+        parser.add_argument(
+            "-s",
+            "--service",
+            dest="service_name",
+            metavar="NAME",
+            help="the service of --config to take the address of",
         )
 
 
@@ -58,8 +64,8 @@ def cluster_config(args: argparse.Namespace, *, side: str = "client") -> KafkaCo
 
 def cluster_address(args: argparse.Namespace, *, side: str = "client") -> str:
     """The address string of the command's cluster, from ``-b``, the environment or a file."""
-    config_file = getattr(args, "config", None)
-    service = getattr(args, "service", None)
+    config_file = getattr(args, "config_file", None)
+    service = getattr(args, "service_name", None)
     if config_file or service:
         if args.bootstrap:
             raise CliError("give either -b ADDRESS or -c FILE -s SERVICE, not both")
@@ -91,7 +97,10 @@ def service_address(path: str, name: str, side: str) -> str:
 
 def admin_client(cfg: KafkaConfig) -> Any:
     """An AdminClient on ``cfg``'s cluster whose librdkafka errors are kept, not printed."""
-    return AdminClient(quiet(admin_settings(cfg)))
+    settings = quiet(admin_settings(cfg))
+    # Looking a topic up must not create it (brokers auto-create on metadata requests).
+    settings["allow.auto.create.topics"] = False
+    return AdminClient(settings)
 
 
 def quiet(settings: dict[str, Any]) -> dict[str, Any]:

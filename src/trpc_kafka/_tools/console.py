@@ -184,7 +184,7 @@ def _consume(args: argparse.Namespace) -> int:
     topics = args.topic or list(cfg.topics)
     if not topics:
         raise CliError("no topic: give -t TOPIC (or topics= in the address)")
-    group = args.group or (cfg.group if args.service else None)
+    group = args.group or (cfg.group if args.service_name else None)
     start = parse_position(args.start, "--from")
     if args.count is not None and args.count < 1:
         raise CliError(f"--count {args.count}: must be at least 1")
