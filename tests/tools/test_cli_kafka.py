@@ -286,10 +286,34 @@ def test_an_unreachable_cluster_is_named(tmp_path: Path) -> None:
     assert time.monotonic() - started < 60
 
 
+def test_bench_produce_and_consume(kafka_bootstrap: str, topic: str) -> None:
+    sent = ok(cli("bench", "produce", "-t", topic, "-n", "3000", bootstrap=kafka_bootstrap))
+    assert re.fullmatch(
+        r"produced 3,000 messages of 100 bytes to \S+ in [\d.]+ s: .* msg/s.*\n", sent
+    )
+    acked = ok(
+        cli(
+            "bench",
+            "produce",
+            "-t",
+            topic,
+            "-n",
+            "200",
+            "--acked",
+            "--size",
+            "10",
+            bootstrap=kafka_bootstrap,
+        )
+    )
+    assert "latency p50 " in acked and " p99 " in acked
+    read = ok(cli("bench", "consume", "-t", topic, bootstrap=kafka_bootstrap))
+    assert read.startswith("consumed 3,200 messages of ")
+
+
 def test_version_and_help() -> None:
     version = ok(cli("--version"))
     assert re.fullmatch(r"trpc-kafka \d+\.\d+\.\d+\S*\n", version)
-    for command in ("produce", "consume", "topics", "groups", "check", "run", "broker"):
+    for command in ("produce", "consume", "topics", "groups", "check", "run", "bench", "broker"):
         assert "usage: trpc-kafka" in ok(cli(command, "--help"))
 
 

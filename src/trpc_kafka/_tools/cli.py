@@ -26,7 +26,7 @@ from typing import NoReturn
 import trpc_kafka
 from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._runtime.errors import TrpcError
-from trpc_kafka._tools import admin, check, console, runner, security
+from trpc_kafka._tools import admin, benchmark, check, console, runner, security
 from trpc_kafka._tools.broker import (
     DEFAULT_START_TIMEOUT,
     BrokerError,
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_parsers(commands)
     check.add_parser(commands)
     runner.add_parser(commands)
+    benchmark.add_parser(commands)
     broker = commands.add_parser("broker", help="the local Apache Kafka broker (KRaft)")
     actions = broker.add_subparsers(dest="action", required=True, metavar="ACTION")
 
