@@ -153,6 +153,13 @@ def consumer_settings(cfg: KafkaConfig) -> dict[str, Any]:
     return settings
 
 
+def admin_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """librdkafka settings of an AdminClient (or a look-up consumer) on ``cfg``'s cluster."""
+    settings = _common(cfg, cfg.client_id)
+    settings.update(cfg.rdkafka)
+    return settings
+
+
 def redact_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """librdkafka settings fit to show: secret values (passwords, keys) replaced."""
     return {k: (MASK if v and is_secret_key(k) else v) for k, v in settings.items()}

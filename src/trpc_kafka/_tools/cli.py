@@ -1,4 +1,9 @@
-"""``trpc-kafka``: the command line of the plugin's development tools.
+"""``trpc-kafka``: the command line of the plugin: Kafka tools on the library's addresses.
+
+``produce`` / ``consume`` send and tail messages, ``topics`` and ``groups`` show and change the
+cluster, ``check`` validates a config file, ``run`` serves a module's consumer services in N
+processes, ``broker`` runs a local Apache Kafka. Errors are one line on stderr with a non-zero
+exit status; Ctrl-C ends every command cleanly (status 130).
 
 ``trpc-kafka broker start|stop|status`` runs the local Apache Kafka cluster;
 ``stop-node|kill-node|start-node N...`` stop, SIGKILL and restart single nodes of it (storage
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,8 +25,12 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from trpc_kafka._tools import security
+import trpc_kafka
+from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._runtime.errors import TrpcError
+from trpc_kafka._tools import admin, benchmark, check, console, runner, security
 from trpc_kafka._tools.broker import BrokerError, LocalBroker, default_dir
+from trpc_kafka._tools.clients import CliError
 
 PROG = "trpc-kafka"
 # `status` exit code when nothing runs (LSB: "program is not running").
@@ -55,7 +65,13 @@ _TIMEOUT_HELP = (
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"{PROG} {trpc_kafka.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    console.add_parsers(commands)
+    admin.add_parsers(commands)
+    check.add_parser(commands)
+    runner.add_parser(commands)
+    benchmark.add_parser(commands)
     broker = commands.add_parser("broker", help="the local Apache Kafka broker (KRaft)")
     actions = broker.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -261,11 +277,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     tools_log.setLevel(logging.INFO)
     try:
         code: int = args.handler(args)
-    except BrokerError as exc:
+    except (BrokerError, CliError, ConfigError, TrpcError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         # The library already ended any node it had started.
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `trpc-kafka consume ... | head`: the reader left; not an error of ours.
+        _silence_stdout()
+        return 0
     return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

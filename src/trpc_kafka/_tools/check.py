@@ -1,0 +1,83 @@
+"""``trpc-kafka check FILE``: load a config file and every Kafka address in it.
+
+Each problem is one line, ``FILE:LINE: where: what``; the exit status is 1 if there is any,
+0 (and no output) otherwise. Nothing connects to a cluster. A service whose address is a
+placeholder (a single word such as ``fake_address``) is filled in by code at run time with
+``register_addr_config``; it is reported as such only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any, Final
+
+from trpc_kafka._config.address import parse_address
+from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.file import load_config
+
+KAFKA_SCHEME: Final = "kafka://"
+_PLACEHOLDER: Final = re.compile(r"[A-Za-z_][\w.-]*")
+
+
+def add_parser(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="validate a YAML config file and its Kafka addresses; silent when all is well",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("file", metavar="FILE")
+    check.add_argument("-v", "--verbose", action="store_true", help="also say what was checked")
+    check.set_defaults(handler=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    problems, notes = check_file(args.file)
+    for line in [*notes, *problems] if args.verbose else problems:
+        sys.stdout.write(line + "\n")
+    return 1 if problems else 0
+
+
+def check_file(path: str) -> tuple[list[str], list[str]]:
+    """One line per problem, and one per address that is fine or a placeholder."""
+    try:
+        file = load_config(path)
+    except ConfigError as exc:
+        return [_located(str(exc), path)], []
+    problems: list[str] = []
+    notes: list[str] = []
+    for i, service in enumerate(file.server.services):
+        if service.protocol != "kafka":
+            continue
+        where = f"server.service[{i}] {service.name!r} address"
+        _check_address(path, service.line, where, service.address, problems, notes)
+    for i, client in enumerate(file.client.services):
+        if client.protocol != "kafka" and not client.target.startswith(KAFKA_SCHEME):
+            continue
+        where = f"client.service[{i}] {client.name!r} target"
+        _check_address(path, client.line, where, client.target, problems, notes)
+    return problems, notes
+
+
+def _check_address(  # noqa: PLR0917
+    path: str, line: int | None, where: str, address: str, problems: list[str], notes: list[str]
+) -> None:
+    prefix = f"{path}:{line}" if line else path
+    if not address:
+        problems.append(f"{prefix}: {where}: missing")
+    elif _PLACEHOLDER.fullmatch(address):
+        notes.append(f"{prefix}: {where}: {address!r} is a placeholder (register_addr_config)")
+    else:
+        try:
+            parse_address(address)
+        except ConfigError as exc:
+            problems.append(f"{prefix}: {where}: {exc}")
+        else:
+            notes.append(f"{prefix}: {where}: ok")
+
+
+def _located(message: str, path: str) -> str:
+    """A file-level error, led by the file name unless it already names it."""
+    return message if message.startswith(path) else f"{path}: {message}"

@@ -1,0 +1,438 @@
+"""The Kafka commands of ``trpc-kafka`` end to end: the installed console script, a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CLI = Path(sys.executable).with_name("trpc-kafka")
+DATA = Path(__file__).resolve().parent / "data"
+TIMEOUT = 120
+
+
+def cli(
+    *args: str, stdin: str | None = None, bootstrap: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    if bootstrap is not None:
+        env["TRPC_KAFKA_BOOTSTRAP"] = bootstrap
+    return subprocess.run(
+        [str(CLI), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"status {proc.returncode}\nstdout:{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    return proc.stdout
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], status: int = 1) -> str:
+    """The command failed with ``status`` and said why in one line, with no traceback."""
+    assert proc.returncode == status, f"{proc.returncode}: {proc.stdout}{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def records(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_topics_create_list_describe_delete(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    name = f"cli-topic-{os.getpid()}-{time.monotonic_ns()}"
+    created = ok(
+        cli(
+            "topics",
+            "create",
+            name,
+            "-p",
+            "3",
+            "--config",
+            "retention.ms=3600000",
+            "-b",
+            kafka_bootstrap,
+        )
+    )
+    assert f"created topic {name} (3 partition(s)" in created
+
+    listing = ok(cli("topics", "list", bootstrap=kafka_bootstrap))
+    assert re.search(rf"^{re.escape(name)}\s+3\s+1$", listing, re.M), listing
+    assert "__consumer_offsets" not in listing
+
+    described = ok(cli("topics", "describe", name, bootstrap=kafka_bootstrap))
+    assert f"topic {name}: 3 partition(s)" in described
+    assert "retention.ms" in described and "3600000" in described
+    assert len(re.findall(r"^\s+[012]\s+1\s+1\s+1\s+0\s+0\s+0$", described, re.M)) == 3
+
+    again = cli("topics", "create", name, bootstrap=kafka_bootstrap)
+    assert "already exists" in one_line_error(again)
+
+    ok(cli("topics", "delete", name, bootstrap=kafka_bootstrap))
+    missing = cli("topics", "describe", name, bootstrap=kafka_bootstrap)
+    assert f"topic {name!r}" in one_line_error(missing)
+
+
+def test_produce_arguments_and_stdin_then_consume_as_json(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=2)
+    sent = ok(cli("produce", "-t", topic, "-p", "1", "one", "two", bootstrap=kafka_bootstrap))
+    assert sent.splitlines() == [f"{topic}[1]@0", f"{topic}[1]@1"]
+    piped = cli(
+        "produce",
+        "-t",
+        topic,
+        "-K",
+        ":",
+        "-H",
+        "trace=abc",
+        "-H",
+        "origin=cli",
+        stdin="k1:v1\nk2:v:2\n",
+        bootstrap=kafka_bootstrap,
+    )
+    assert len(ok(piped).splitlines()) == 2
+
+    out = ok(
+        cli(
+            "consume",
+            "-t",
+            topic,
+            "--from",
+            "oldest",
+            "-e",
+            "-o",
+            "json",
+            bootstrap=kafka_bootstrap,
+        )
+    )
+    got = records(out)
+    assert len(got) == 4
+    by_value = {r["value"]: r for r in got}
+    assert by_value["one"]["partition"] == 1 and by_value["one"]["offset"] == 0
+    assert by_value["one"]["key"] is None and by_value["one"]["headers"] == []
+    assert by_value["v:2"]["key"] == "k2"
+    assert by_value["v1"]["headers"] == [["trace", "abc"], ["origin", "cli"]]
+    assert all(isinstance(r["timestamp"], int) for r in got)
+
+    text = ok(
+        cli("consume", "-t", topic, "--from", "1", "-p", "1", "-e", bootstrap=kafka_bootstrap)
+    )
+    assert text.splitlines()[0].startswith(f"{topic}[1]@1 ")
+    assert text.splitlines()[0].endswith(" key=null two")
+
+
+def test_consume_from_a_time_and_a_count(kafka_bootstrap: str, topic: str) -> None:
+    ok(cli("produce", "-t", topic, "old", bootstrap=kafka_bootstrap))
+    time.sleep(0.05)  # the timestamps must differ; the broker's clock is ours
+    since = int(time.time() * 1000)
+    time.sleep(0.05)
+    ok(cli("produce", "-t", topic, "new1", "new2", bootstrap=kafka_bootstrap))
+    out = ok(
+        cli(
+            "consume",
+            "-t",
+            topic,
+            "--from",
+            f"@{since}",
+            "-n",
+            "1",
+            "-o",
+            "json",
+            bootstrap=kafka_bootstrap,
+        )
+    )
+    assert [r["value"] for r in records(out)] == ["new1"]
+
+
+def test_group_consume_commits_and_reset_offsets(kafka_bootstrap: str, topic: str) -> None:
+    group = f"{topic}-g"
+    ok(cli("produce", "-t", topic, "a", "b", "c", bootstrap=kafka_bootstrap))
+    out = ok(
+        cli(
+            "consume",
+            "-t",
+            topic,
+            "-g",
+            group,
+            "--from",
+            "oldest",
+            "-n",
+            "3",
+            bootstrap=kafka_bootstrap,
+        )
+    )
+    assert len(out.splitlines()) == 3
+
+    described = ok(cli("groups", "describe", group, bootstrap=kafka_bootstrap))
+    assert re.search(rf"^{re.escape(topic)}\s+0\s+3\s+3\s+0\b", described, re.M), described
+    assert group in ok(cli("groups", "list", bootstrap=kafka_bootstrap))
+
+    dry = ok(
+        cli(
+            "groups",
+            "reset-offsets",
+            group,
+            "-t",
+            topic,
+            "--to",
+            "oldest",
+            bootstrap=kafka_bootstrap,
+        )
+    )
+    assert "dry run" in dry
+    still = ok(cli("groups", "describe", group, bootstrap=kafka_bootstrap))
+    assert re.search(rf"^{re.escape(topic)}\s+0\s+3\s+3\s+0\b", still, re.M)
+
+    ok(
+        cli(
+            "groups",
+            "reset-offsets",
+            group,
+            "-t",
+            topic,
+            "--to",
+            "1",
+            "--execute",
+            bootstrap=kafka_bootstrap,
+        )
+    )
+    moved = ok(cli("groups", "describe", group, bootstrap=kafka_bootstrap))
+    assert re.search(rf"^{re.escape(topic)}\s+0\s+1\s+3\s+2\b", moved, re.M), moved
+    again = ok(
+        cli("consume", "-t", topic, "-g", group, "-n", "2", "-o", "json", bootstrap=kafka_bootstrap)
+    )
+    assert [r["value"] for r in records(again)] == ["b", "c"]
+
+
+def test_check_reports_every_bad_address_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "trpc_python.yaml"
+    config.write_text(
+        "server:\n"
+        "  service:\n"
+        "    - name: good\n"
+        "      protocol: kafka\n"
+        "      address: 127.0.0.1:9092?topics=t&group=g\n"
+        "    - name: bad-strategy\n"
+        "      protocol: kafka\n"
+        "      address: 127.0.0.1:9092?topics=t&group=g&strategy=bogus\n"
+        "    - name: placeholder\n"
+        "      protocol: kafka\n"
+        "      address: fake_address\n"
+        "client:\n"
+        "  service:\n"
+        "    - name: producer\n"
+        "      target: kafka://127.0.0.1:9092?topic=t&compression=zip\n"
+    )
+    proc = cli("check", str(config))
+    assert proc.returncode == 1, proc.stderr
+    problems = proc.stdout.splitlines()
+    assert len(problems) == 2, proc.stdout
+    assert problems[0].startswith(f"{config}:")
+    assert "'bad-strategy'" in problems[0] and "'bogus'" in problems[0]
+    assert "'producer'" in problems[1] and "'zip'" in problems[1]
+
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "server:\n  service:\n    - name: good\n      protocol: kafka\n"
+        "      address: 127.0.0.1:9092?topics=t&group=g\n"
+    )
+    assert ok(cli("check", str(good))) == ""
+    missing = cli("check", str(tmp_path / "nope.yaml"))
+    assert proc.stderr == "" and missing.returncode == 1 and "not found" in missing.stdout
+
+
+def test_errors_are_one_line_without_a_traceback(tmp_path: Path) -> None:
+    bad = cli("produce", "-b", "127.0.0.1:9092?nope=1", "-t", "t", "x")
+    assert "unknown key 'nope'" in one_line_error(bad)
+    scheme = cli("topics", "list", "-b", "kafak://127.0.0.1:9092")
+    one_line_error(scheme)
+    nothing = cli("topics", "list", bootstrap="")
+    assert "no cluster" in one_line_error(nothing)
+    position = cli("consume", "-b", "127.0.0.1:1", "-t", "t", "--from", "yesterday")
+    assert "--from 'yesterday'" in one_line_error(position)
+    flag = cli("topics", "list", "--bogus")
+    assert flag.returncode == 2 and "unrecognized arguments: --bogus" in flag.stderr
+    app = cli("run", "no_such_module:setup", cwd=tmp_path)
+    assert "no module 'no_such_module'" in one_line_error(app)
+
+
+def test_an_unreachable_cluster_is_named(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = cli("topics", "list", "-b", "127.0.0.1:1")
+    assert "Is your cluster reachable?" in one_line_error(proc)
+    assert time.monotonic() - started < 60
+
+
+def test_bench_produce_and_consume(kafka_bootstrap: str, topic: str) -> None:
+    sent = ok(cli("bench", "produce", "-t", topic, "-n", "3000", bootstrap=kafka_bootstrap))
+    assert re.fullmatch(
+        r"produced 3,000 messages of 100 bytes to \S+ in [\d.]+ s: .* msg/s.*\n", sent
+    )
+    acked = ok(
+        cli(
+            "bench",
+            "produce",
+            "-t",
+            topic,
+            "-n",
+            "200",
+            "--acked",
+            "--size",
+            "10",
+            bootstrap=kafka_bootstrap,
+        )
+    )
+    assert "latency p50 " in acked and " p99 " in acked
+    read = ok(cli("bench", "consume", "-t", topic, bootstrap=kafka_bootstrap))
+    assert read.startswith("consumed 3,200 messages of ")
+
+
+def test_version_and_help() -> None:
+    version = ok(cli("--version"))
+    assert re.fullmatch(r"trpc-kafka \d+\.\d+\.\d+\S*\n", version)
+    for command in ("produce", "consume", "topics", "groups", "check", "run", "bench", "broker"):
+        assert "usage: trpc-kafka" in ok(cli(command, "--help"))
+
+
+def test_consume_ends_cleanly_on_ctrl_c(kafka_bootstrap: str, topic: str) -> None:
+    proc = subprocess.Popen(
+        [str(CLI), "consume", "-t", topic, "-b", kafka_bootstrap],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait until it is tailing: a message produced now is printed.
+        deadline = time.monotonic() + TIMEOUT
+        assert proc.stdout is not None
+        line = ""
+        while not line and time.monotonic() < deadline:
+            ok(cli("produce", "-t", topic, "ping", bootstrap=kafka_bootstrap))
+            line = _readline(proc, 3.0)
+        assert line.endswith("ping\n")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    """One line of ``proc``'s stdout, or "" if none came within ``timeout``."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            return ""
+    return proc.stdout.readline()
+
+
+@pytest.mark.slow
+def test_run_workers_share_the_group_restart_a_crash_and_stop_on_sigterm(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=4)
+    out = tmp_path / "handled.txt"
+    config = tmp_path / "trpc_python.yaml"
+    config.write_text(
+        "server:\n"
+        "  max_close_wait_time: 5000\n"
+        "  service:\n"
+        "    - name: trpc.test.cli.consumer\n"
+        "      protocol: kafka\n"
+        f"      address: {kafka_bootstrap}?topics={topic}&group={topic}&initial=oldest"
+        "&strategy=range\n"
+    )
+    env = {**os.environ, "CLI_APP_OUT": str(out), "PYTHONPATH": str(DATA)}
+    log = tmp_path / "supervisor.log"
+    with log.open("w") as stderr:
+        supervisor = subprocess.Popen(
+            [str(CLI), "run", "cli_app:setup", "-c", str(config), "--workers", "2"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+        )
+    try:
+        # Both workers joined the group: with range over 4 partitions, each handles some.
+        workers = _pids_until(kafka_bootstrap, topic, out, "a", lambda pids: len(pids) == 2)
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        # The supervisor starts a new worker, which joins and takes partitions again.
+        after = _pids_until(kafka_bootstrap, topic, out, "b", lambda pids: bool(pids - workers))
+        assert victim not in after
+
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(timeout=TIMEOUT)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    err = log.read_text()
+    assert supervisor.returncode == 0, err
+    assert f"exited with status {-signal.SIGKILL}" in err
+    assert "SIGTERM received: stopping the workers gracefully" in err
+    assert "all workers stopped" in err
+    assert "Traceback" not in err
+    for pid in workers | after:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+
+
+def _pids_until(
+    bootstrap: str, topic: str, out: Path, stem: str, done: Callable[[set[int]], bool]
+) -> set[int]:
+    """Produce rounds of messages until the pids that handled the last round satisfy ``done``."""
+    deadline = time.monotonic() + TIMEOUT
+    for round_ in range(1000):
+        lines = _produce_until_handled(bootstrap, topic, out, f"{stem}{round_}", 20)
+        pids = {int(line.split()[1]) for line in lines}
+        if done(pids) or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def _produce_until_handled(
+    bootstrap: str, topic: str, out: Path, stem: str, count: int
+) -> list[str]:
+    """Produce ``count`` messages named ``stem-i``; wait until each was handled; their lines."""
+    values = [f"{stem}-{i}" for i in range(count)]
+    ok(cli("produce", "-t", topic, *values, bootstrap=bootstrap))
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        lines = out.read_text().splitlines() if out.exists() else []
+        mine = [line for line in lines if line.split()[-1] in values]
+        if {line.split()[-1] for line in mine} == set(values):
+            return mine
+        time.sleep(0.2)
+    raise AssertionError(f"not all of {stem}-* handled in {TIMEOUT} s")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
