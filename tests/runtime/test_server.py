@@ -39,6 +39,7 @@ class Plan:
     stop_error: BaseException | None = None
     fail_after_start: BaseException | None = None
     fail_from_thread: bool = False
+    on_start: Callable[[], object] | None = None
 
 
 @dataclass
@@ -64,6 +65,8 @@ class FakeTransport:
     async def start(self) -> None:
         name = self.service.name
         self.fake.log.append(f"start {name}")
+        if self.plan.on_start is not None:
+            self.plan.on_start()
         if self.plan.start_hang:
             try:
                 await asyncio.Event().wait()
@@ -308,6 +311,18 @@ async def test_serve_cancelled_still_stops_services(fake: Fake) -> None:
     serving = asyncio.create_task(server.serve())
     await until(lambda: "start a" in fake.log)
     serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    assert fake.log == ["start a", "stop a", "stopped a"]
+
+
+async def test_serve_cancelled_as_a_start_finishes_still_stops_it(fake: Fake) -> None:
+    # The cancel lands while serve() waits and the start completes in the same loop step: the
+    # service started and must be stopped, though serve() never saw the start's result.
+    server = make_server("a")
+    serving: asyncio.Task[None] | None = None
+    fake.plans["a"] = Plan(on_start=lambda: serving and serving.cancel())
+    serving = asyncio.create_task(server.serve())
     with pytest.raises(asyncio.CancelledError):
         await serving
     assert fake.log == ["start a", "stop a", "stopped a"]

@@ -412,6 +412,10 @@ class Server:
                     starting.cancel()
                     await asyncio.wait({starting}, timeout=self.max_close_wait)
                     starting.add_done_callback(_retrieve)
+                if starting.done() and not starting.cancelled() and starting.exception() is None:
+                    # Recorded here, not after the wait: a serve() cancelled just as the start
+                    # finished must still stop this service.
+                    started.append(service)
             if starting.cancelled():
                 if self._stop.is_set():
                     return
@@ -420,7 +424,6 @@ class Server:
             if exc is not None:
                 logger.error("service %s failed to start: %s", service.name, exc)
                 raise exc
-            started.append(service)
             logger.info(
                 "service %s started (protocol %s, address %s)",
                 service.name,
