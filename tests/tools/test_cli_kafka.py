@@ -250,9 +250,17 @@ def test_check_reports_every_bad_address_with_its_line(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     problems = proc.stdout.splitlines()
     assert len(problems) == 2, proc.stdout
-    assert problems[0].startswith(f"{config}:")
+    assert problems[0].startswith(f"{config}:8: ")
     assert "'bad-strategy'" in problems[0] and "'bogus'" in problems[0]
+    assert problems[1].startswith(f"{config}:15: ")
     assert "'producer'" in problems[1] and "'zip'" in problems[1]
+    verbose = cli("check", "-v", str(config)).stdout.splitlines()
+    assert verbose[:2] == [
+        f"{config}:5: server.service[0] 'good': address: ok",
+        f"{config}:11: server.service[2] 'placeholder': address: 'fake_address' is a "
+        "placeholder (register_addr_config)",
+    ]
+    assert verbose[2:] == problems
 
     good = tmp_path / "good.yaml"
     good.write_text(

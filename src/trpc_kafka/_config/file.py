@@ -35,7 +35,7 @@ import dataclasses
 import gc
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -236,8 +236,11 @@ class FileConfig(_RedactedRepr):
         return None
 
 
-def load_config(path: str | os.PathLike[str]) -> FileConfig:
-    """Read and check a configuration file; raise ConfigError naming file, line and key."""
+def load_config(path: str | os.PathLike[str], *, check_addresses: bool = True) -> FileConfig:
+    """Read and check a configuration file; raise ConfigError naming file, line and key.
+
+    ``check_addresses=False`` leaves the Kafka addresses to ``kafka_address_errors``.
+    """
     file = os.fspath(path)
     try:
         with open(file, "rb") as f:
@@ -251,10 +254,12 @@ def load_config(path: str | os.PathLike[str]) -> FileConfig:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError("config file is not valid UTF-8", file=file, line=line) from None
-    return parse_config(expand_env(text), file=file)
+    return parse_config(expand_env(text), file=file, check_addresses=check_addresses)
 
 
-def parse_config(text: str, *, file: str = "<string>") -> FileConfig:
+def parse_config(
+    text: str, *, file: str = "<string>", check_addresses: bool = True
+) -> FileConfig:
     """Parse configuration text (``${NAME}`` already expanded); ``file`` names it in errors.
 
     Kafka addresses (``server.service[].address`` of protocol kafka, ``client.service[].target``
@@ -295,7 +300,8 @@ def parse_config(text: str, *, file: str = "<string>") -> FileConfig:
             raise ConfigError(f"invalid YAML: {type(exc).__name__}", file=file) from None
         except RecursionError:
             raise ConfigError("invalid YAML: nested too deeply to load", file=file) from None
-        _check_kafka_addresses(config)
+        if check_addresses:
+            _check_kafka_addresses(config)
     finally:
         loader.dispose()
         if collecting:
@@ -728,19 +734,30 @@ _PLACEHOLDER: Final = re.compile(r"(kafka://)?[A-Za-z_][\w.\-]*")
 
 def _check_kafka_addresses(config: FileConfig) -> None:
     """Parse every Kafka address of the file now, so a bad one fails at load, at its line."""
+    for error in kafka_address_errors(config):
+        raise error
+
+
+def kafka_address_errors(config: FileConfig) -> Iterator[ConfigError]:
+    """One ConfigError per bad Kafka address or target of ``config``, in file order.
+
+    Placeholders (``fake_address``) not registered yet are skipped: code fills them in later.
+    ``trpc-kafka check`` reports them all; loading a file raises the first.
+    """
     for i, s in enumerate(config.server.services):
         if s.protocol != KAFKA_PROTOCOL:
             continue
         path = f"server.service[{i}]"
         if not s.address:
-            raise ConfigError(
+            yield ConfigError(
                 f"{path} {s.name!r}: the 'address' key is missing; a kafka service needs "
                 "host:port[,host:port...]?topics=...&group=...",
                 key=f"{path}.address",
                 file=config.path,
                 line=s.line,
             )
-        _check_address(
+            continue
+        error = _address_error(
             s.address,
             side="consumer",
             where=f"{path} {s.name!r}: address",
@@ -748,11 +765,13 @@ def _check_kafka_addresses(config: FileConfig) -> None:
             line=s.address_line or s.line,
             key=f"{path}.address",
         )
+        if error is not None:
+            yield error
     for i, c in enumerate(config.client.services):
         if not c.target or (c.protocol != KAFKA_PROTOCOL and not c.target.startswith("kafka://")):
             continue  # without a target, new_client_proxy needs target= or names the entry
         path = f"client.service[{i}]"
-        _check_address(
+        error = _address_error(
             c.target,
             side="producer",
             where=f"{path} {c.name!r}: target",
@@ -760,20 +779,28 @@ def _check_kafka_addresses(config: FileConfig) -> None:
             line=c.target_line or c.line,
             key=f"{path}.target",
         )
+        if error is not None:
+            yield error
 
 
-def _check_address(
+def is_placeholder(address: str) -> bool:
+    """Whether ``address`` is a single name whose config code registers (``fake_address``)."""
+    return _PLACEHOLDER.fullmatch(address.strip()) is not None
+
+
+def _address_error(
     address: str, *, side: Side, where: str, file: str, line: int | None, key: str
-) -> None:
-    if _PLACEHOLDER.fullmatch(address.strip()) and not is_registered(address):
-        return
+) -> ConfigError | None:
+    if is_placeholder(address) and not is_registered(address):
+        return None
     try:
         cfg = resolve_address(address)
     except ConfigError as exc:
-        raise ConfigError(
+        return ConfigError(
             f"{where}: {exc.message}", key=key, value=exc.value, file=file, line=line
-        ) from None
+        )
     warn_other_side_keys(cfg, side, f"{file}:{line}: {where}")
+    return None
 
 
 def _value(e: _Entries, key: str) -> Node | None:

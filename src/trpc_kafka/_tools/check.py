@@ -9,16 +9,18 @@ placeholder (a single word such as ``fake_address``) is filled in by code at run
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from typing import Any, Final
 
-from trpc_kafka._config.address import parse_address
 from trpc_kafka._config.errors import ConfigError
-from trpc_kafka._config.file import load_config
+from trpc_kafka._config.file import (
+    KAFKA_PROTOCOL,
+    is_placeholder,
+    kafka_address_errors,
+    load_config,
+)
 
 KAFKA_SCHEME: Final = "kafka://"
-_PLACEHOLDER: Final = re.compile(r"[A-Za-z_][\w.-]*")
 
 
 def add_parser(commands: Any) -> None:
@@ -43,39 +45,32 @@ def _check(args: argparse.Namespace) -> int:
 def check_file(path: str) -> tuple[list[str], list[str]]:
     """One line per problem, and one per address that is fine or a placeholder."""
     try:
-        file = load_config(path)
+        file = load_config(path, check_addresses=False)
     except ConfigError as exc:
         return [_located(str(exc), path)], []
-    problems: list[str] = []
+    errors = list(kafka_address_errors(file))
+    problems = [str(error) for error in errors]
+    bad = {error.key for error in errors}
     notes: list[str] = []
     for i, service in enumerate(file.server.services):
-        if service.protocol != "kafka":
-            continue
-        where = f"server.service[{i}] {service.name!r} address"
-        _check_address(path, service.line, where, service.address, problems, notes)
+        if service.protocol == KAFKA_PROTOCOL and f"server.service[{i}].address" not in bad:
+            line = service.address_line or service.line
+            where = f"server.service[{i}] {service.name!r}: address"
+            notes.append(_note(path, line, where, service.address))
     for i, client in enumerate(file.client.services):
-        if client.protocol != "kafka" and not client.target.startswith(KAFKA_SCHEME):
-            continue
-        where = f"client.service[{i}] {client.name!r} target"
-        _check_address(path, client.line, where, client.target, problems, notes)
+        kafka = client.protocol == KAFKA_PROTOCOL or client.target.startswith(KAFKA_SCHEME)
+        if client.target and kafka and f"client.service[{i}].target" not in bad:
+            line = client.target_line or client.line
+            where = f"client.service[{i}] {client.name!r}: target"
+            notes.append(_note(path, line, where, client.target))
     return problems, notes
 
 
-def _check_address(  # noqa: PLR0917
-    path: str, line: int | None, where: str, address: str, problems: list[str], notes: list[str]
-) -> None:
+def _note(path: str, line: int | None, where: str, address: str) -> str:
     prefix = f"{path}:{line}" if line else path
-    if not address:
-        problems.append(f"{prefix}: {where}: missing")
-    elif _PLACEHOLDER.fullmatch(address):
-        notes.append(f"{prefix}: {where}: {address!r} is a placeholder (register_addr_config)")
-    else:
-        try:
-            parse_address(address)
-        except ConfigError as exc:
-            problems.append(f"{prefix}: {where}: {exc}")
-        else:
-            notes.append(f"{prefix}: {where}: ok")
+    if is_placeholder(address):
+        return f"{prefix}: {where}: {address!r} is a placeholder (register_addr_config)"
+    return f"{prefix}: {where}: ok"
 
 
 def _located(message: str, path: str) -> str:
