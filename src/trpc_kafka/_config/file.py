@@ -257,9 +257,7 @@ def load_config(path: str | os.PathLike[str], *, check_addresses: bool = True) -
     return parse_config(expand_env(text), file=file, check_addresses=check_addresses)
 
 
-def parse_config(
-    text: str, *, file: str = "<string>", check_addresses: bool = True
-) -> FileConfig:
+def parse_config(text: str, *, file: str = "<string>", check_addresses: bool = True) -> FileConfig:
     """Parse configuration text (``${NAME}`` already expanded); ``file`` names it in errors.
 
     Kafka addresses (``server.service[].address`` of protocol kafka, ``client.service[].target``
