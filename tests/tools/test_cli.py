@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from trpc_kafka._tools.broker import create_topic, processes_using, status, stop
 
@@ -61,6 +63,69 @@ def test_broker_start_status_stop(tmp_path: Path) -> None:
     assert gone.returncode == 3
     assert "not running" in gone.stdout
     assert run("broker", "stop", "--dir", directory).returncode == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_broker_start_on_a_chosen_port_with_topics(tmp_path: Path) -> None:
+    directory = str(tmp_path)
+    port = _free_port()
+    try:
+        started = run(
+            "broker", "start", "--dir", directory, "--port", str(port),
+            "--topic", "orders:3", "--topic", "audit.log:2:1",
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        lines = started.stdout.splitlines()
+        assert lines[-1] == f"127.0.0.1:{port}"
+        assert "topic orders: created (3 partition(s), replication factor 1)" in lines
+        assert "topic audit.log: created (2 partition(s), replication factor 1)" in lines
+        admin = AdminClient({"bootstrap.servers": lines[-1]})
+        topics = admin.list_topics(timeout=30).topics
+        assert len(topics["orders"].partitions) == 3
+        assert len(topics["audit.log"].partitions) == 2
+
+        again = run("broker", "start", "--dir", directory, "--topic", "orders:5")
+        assert again.returncode == 0, again.stderr
+        assert "topic orders: exists already (left as it is)" in again.stdout
+        assert len(admin.list_topics(timeout=30).topics["orders"].partitions) == 3
+
+        other = run("broker", "start", "--dir", directory, "--port", str(_free_port()))
+        assert other.returncode == 1
+        assert f"already runs in {tmp_path} on port {port}" in other.stderr
+    finally:
+        stop(tmp_path)
+
+
+def test_broker_start_port_and_topic_errors(tmp_path: Path) -> None:
+    directory = str(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run("broker", "start", "--dir", directory, "--port", str(port))
+    assert busy.returncode == 1 and busy.stdout == ""
+    assert f"port {port} on 127.0.0.1 is not free" in busy.stderr
+    assert processes_using(tmp_path) == []
+
+    for arg, message in (
+        (["--port", "0"], "--port: '0' is not a port (1 to 65535)"),
+        (["--topic", "orders"], "'orders': expected NAME:PARTITIONS or NAME:PARTITIONS:RF"),
+        (["--topic", "orders:0"], "PARTITIONS and RF must be whole numbers of at least 1"),
+        (["--topic", "a b:1"], "'a b:1': allowed: topic names of 1 to 249 characters"),
+    ):
+        bad = run("broker", "start", "--dir", directory, *arg)
+        assert bad.returncode == 2, arg
+        assert message in bad.stderr, (arg, bad.stderr)
+    rf = run("broker", "start", "--dir", directory, "--topic", "t:1:2")
+    assert rf.returncode == 1
+    assert "replication factor 2 needs at least 2 nodes" in rf.stderr
+    assert processes_using(tmp_path) == []
 
 
 def test_error_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:

@@ -466,6 +466,13 @@ _TOPICS: Final = "topic names of 1 to 249 characters a-z A-Z 0-9 . _ -"
 _TOPIC_ALLOWED: Final = "a topic name (1 to 249 characters a-z A-Z 0-9 . _ -)"
 
 
+def topic_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a legal Kafka topic name, or None when it is."""
+    if name in (".", "..") or not _TOPIC_RE.fullmatch(name):
+        return f"allowed: {_TOPICS}, not . or .."
+    return None
+
+
 def _check_topics(spec: _Spec, value: Any) -> None:
     names = value if isinstance(value, list) else [value]
     if isinstance(value, list) and not value:
@@ -473,8 +480,9 @@ def _check_topics(spec: _Spec, value: Any) -> None:
     for name in names:
         if not isinstance(name, str):
             raise _fail(spec, value, f"allowed: {spec.allowed}")
-        if name in (".", "..") or (name and not _TOPIC_RE.fullmatch(name)):
-            raise _fail(spec, name, f"allowed: {_TOPICS}, not . or ..")
+        problem = topic_name_problem(name) if name else None
+        if problem is not None:
+            raise _fail(spec, name, problem)
         if not name and isinstance(value, list):
             raise _fail(spec, value, "allowed: a list of non-empty names")
 

@@ -324,6 +324,19 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def _check_free(ports: Sequence[int]) -> None:
+    """Fail early, naming the port, when a chosen port is taken (the JVM would fail later)."""
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError as exc:
+                raise BrokerError(
+                    f"port {port} on {HOST} is not free ({exc.strerror}); choose another "
+                    "--port, or leave it out for free ports"
+                ) from None
+
+
 # --- processes -----------------------------------------------------------------------------
 
 
@@ -537,12 +550,17 @@ class LocalBroker:
         start_timeout: float | None = None,
         sasl: str | None = None,
         tls: bool = False,
+        port: int | None = None,
     ) -> None:
         if brokers < 1:
             raise BrokerError(f"brokers={brokers}: a cluster needs at least 1 broker")
         if sasl is not None and sasl not in security.SASL_MECHANISMS:
             raise BrokerError(
                 f"sasl={sasl!r}: allowed: {', '.join(map(repr, security.SASL_MECHANISMS))} or None"
+            )
+        if port is not None and not 1 <= port <= 65536 - brokers:
+            raise BrokerError(
+                f"port={port}: allowed: 1 to {65536 - brokers} (node N listens on port+N-1)"
             )
         # Resolved, because the pid check compares it with the JVMs' command lines.
         self.directory = Path(directory if directory is not None else default_dir()).resolve()
@@ -552,6 +570,8 @@ class LocalBroker:
         self.start_timeout = start_timeout
         self.sasl = sasl
         self.tls = tls
+        # The client port of node 1 (node N: port+N-1); None: free ports chosen at each start.
+        self.port = port
 
     @property
     def protocol(self) -> str:
@@ -586,6 +606,12 @@ class LocalBroker:
                             f"a {state.protocol} cluster already runs in {self.directory}; "
                             f"stop it first to start a {self.protocol} one there"
                         )
+                    if self.port is not None and state.nodes[0].port != self.port:
+                        raise BrokerError(
+                            f"a cluster already runs in {self.directory} on port "
+                            f"{state.nodes[0].port}; stop it first to start one on port "
+                            f"{self.port}"
+                        )
                     log.debug("broker already running in %s", self.directory)
                     return _bootstrap(state.nodes)
                 if state.ready and any(node.pid <= 0 or node.running() for node in state.nodes):
@@ -606,6 +632,8 @@ class LocalBroker:
             try:
                 return self._launch(java, classpath)
             except _PortTakenError as exc:
+                if self.port is not None:
+                    raise BrokerError(f"{exc}; choose another --port") from None
                 # Ports are chosen free but bound by the JVMs a few seconds later; another
                 # program may take one meanwhile. Fresh ports once; a second clash is reported.
                 log.info("a port was taken meanwhile, starting again on other ports (%s)", exc)
@@ -800,7 +828,18 @@ class LocalBroker:
         creds = self._new_credentials()
         # Per node: the client port, the controller port, and a secured cluster's internal one.
         per_node = 2 if creds is None else 3
-        ports = _free_ports(per_node * self.brokers)
+        if self.port is None:
+            ports = _free_ports(per_node * self.brokers)
+        else:
+            client_ports = range(self.port, self.port + self.brokers)
+            _check_free(client_ports)
+            # The others free as usual; a few more than needed, as one may be a client port.
+            others = _free_ports(per_node * self.brokers)
+            spare = iter([p for p in others if p not in client_ports])
+            ports = [
+                client_ports[i // per_node] if i % per_node == 0 else next(spare)
+                for i in range(per_node * self.brokers)
+            ]
         plan = [
             _Node(
                 node_id=i + 1,

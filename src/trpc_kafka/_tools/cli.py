@@ -21,15 +21,20 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+from confluent_kafka import KafkaError, KafkaException
+
 import trpc_kafka
+from trpc_kafka._config.address import topic_name_problem
 from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._kafka_errors import describe, kafka_error_of
 from trpc_kafka._runtime.errors import TrpcError
 from trpc_kafka._tools import admin, benchmark, check, console, runner, security
-from trpc_kafka._tools.broker import BrokerError, LocalBroker, default_dir
+from trpc_kafka._tools.broker import BrokerError, LocalBroker, create_topic, default_dir
 from trpc_kafka._tools.clients import CliError
 
 PROG = "trpc-kafka"
@@ -55,6 +60,40 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1 to 65535)")
+    return value
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """``--topic NAME:PARTITIONS[:RF]`` of ``broker start``."""
+
+    name: str
+    partitions: int
+    replication_factor: int | None
+
+
+def _topic_spec(text: str) -> TopicSpec:
+    name, _, rest = text.partition(":")
+    parts = rest.split(":") if rest else []
+    problem = None
+    if not name or len(parts) not in (1, 2):
+        problem = "expected NAME:PARTITIONS or NAME:PARTITIONS:RF"
+    elif not all(p.isdigit() and int(p) >= 1 for p in parts):
+        problem = "PARTITIONS and RF must be whole numbers of at least 1"
+    else:
+        problem = topic_name_problem(name)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return TopicSpec(name, int(parts[0]), int(parts[1]) if len(parts) == 2 else None)
 
 
 _TIMEOUT_HELP = (
@@ -90,6 +129,21 @@ def _parser() -> argparse.ArgumentParser:
         "--tls",
         action="store_true",
         help="TLS on the client listener, with a CA and certificates made for this run",
+    )
+    start.add_argument(
+        "--port",
+        type=_port,
+        help="client port of node 1 (node N: PORT+N-1), e.g. 9092 for the README's "
+        "examples (default: free ports)",
+    )
+    start.add_argument(
+        "--topic",
+        type=_topic_spec,
+        action="append",
+        default=[],
+        metavar="NAME:PARTITIONS[:RF]",
+        help="create this topic once the cluster is up, unless it exists (repeatable; "
+        "RF default: min(3, nodes))",
     )
     start.set_defaults(handler=_start)
 
@@ -131,12 +185,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _start(args: argparse.Namespace) -> int:
+    for topic in args.topic:
+        rf = topic.replication_factor
+        if rf is not None and rf > args.brokers:
+            raise CliError(
+                f"--topic {topic.name}:{topic.partitions}:{rf}: replication factor {rf} needs "
+                f"at least {rf} nodes; this cluster has --brokers {args.brokers}"
+            )
     broker = LocalBroker(
         args.dir,
         brokers=args.brokers,
         start_timeout=args.timeout,
         sasl=args.sasl,
         tls=args.tls,
+        port=args.port,
     )
     current = broker.status()
     if current.running and current.protocol == broker.protocol:
@@ -151,8 +213,32 @@ def _start(args: argparse.Namespace) -> int:
     if creds is not None:
         print(_security_line(creds.protocol, broker.directory))
         _print_credentials(creds, bootstrap)
+    settings = creds.client_settings() if creds is not None else {}
+    for topic in args.topic:
+        print(_ensure_topic(bootstrap, topic, min(3, args.brokers), settings))
     print(bootstrap)
     return 0
+
+
+def _ensure_topic(
+    bootstrap: str, topic: TopicSpec, default_rf: int, settings: dict[str, str]
+) -> str:
+    rf = topic.replication_factor or default_rf
+    try:
+        create_topic(
+            bootstrap,
+            topic.name,
+            partitions=topic.partitions,
+            replication_factor=rf,
+            client_settings=settings,
+        )
+    except KafkaException as exc:
+        error = kafka_error_of(exc)
+        if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            text = describe(error) if error is not None else str(exc)
+            raise CliError(f"--topic {topic.name}: not created: {text}") from None
+        return f"topic {topic.name}: exists already (left as it is)"
+    return f"topic {topic.name}: created ({topic.partitions} partition(s), replication factor {rf})"
 
 
 def _security_line(protocol: str, directory: Path) -> str:
