@@ -226,7 +226,8 @@ async def test_bounded_close_when_a_stop_hangs(
         await server.close()
     elapsed = time.monotonic() - begin
     await serving
-    assert 0.3 <= elapsed < 1.0
+    # Bounded by max_close_wait, not by the hanging stop (a margin for a busy machine).
+    assert 0.3 <= elapsed < 3.0
     assert "stopped a" in fake.log and "stopped c" in fake.log
     assert "stopped b" not in fake.log
     assert hooks == ["hook"]

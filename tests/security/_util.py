@@ -14,7 +14,7 @@ from tests.consumer._util import one_service, serving, wait_until
 from trpc_kafka import ConsumerMessage, Context, Server
 from trpc_kafka._tools.security import ALLOWED_PREFIX
 
-__all__ = ["capture_all_logs", "consuming", "load_scaled", "new_group", "wait_until"]
+__all__ = ["Everything", "capture_all_logs", "consuming", "load_scaled", "new_group", "wait_until"]
 
 
 def load_scaled(seconds: float) -> float:

@@ -70,7 +70,8 @@ async def test_producer_fails_fast_and_clearly(sasl_ssl: Secured, case: str) -> 
         assert all(isinstance(r, TrpcError) and AUTH_FAILED in str(r) for r in results), results
         with pytest.raises(TrpcError, match=AUTH_FAILED):
             await asyncio.to_thread(proxy.send_message_sync, topic, b"k", b"v")
-        assert time.monotonic() - began < 1.5
+        # At once: far below the timeout each would otherwise wait (a margin for a busy box).
+        assert time.monotonic() - began < TIMEOUT / 2
 
         attempts = await _attempts_while_idle(sasl_ssl)
         assert attempts <= MAX_ATTEMPTS_PER_SECOND * ATTEMPT_WINDOW, attempts

@@ -3,18 +3,18 @@ error messages, not on stderr; for succeeding and failing runs, producer and con
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import pytest
 
 import trpc_kafka
-from tests.security._util import capture_all_logs, consuming, new_group, wait_until
+from tests.security._util import Everything, capture_all_logs, consuming, new_group, wait_until
 from tests.security.conftest import Secured
 from trpc_kafka import ConsumerMessage, TrpcError, parse_address
 
 # librdkafka's own debug logs, forwarded to the trpc_kafka loggers ("conf" dumps the settings).
 DEBUG = "rdkafka.debug=security,broker,protocol,conf"
+AUTH_FAILED = "authentication or TLS handshake failed"
 
 
 async def _produce_and_consume(address: str, topic: str) -> list[str]:
@@ -35,7 +35,7 @@ async def _produce_and_consume(address: str, topic: str) -> list[str]:
     return said
 
 
-async def _fail_to_produce_and_consume(address: str, topic: str) -> list[str]:
+async def _fail_to_produce_and_consume(address: str, topic: str, logs: Everything) -> list[str]:
     said = []
     async with trpc_kafka.new_client_proxy(
         "leak-bad-producer", target=f"kafka://{address}", timeout=5
@@ -43,8 +43,17 @@ async def _fail_to_produce_and_consume(address: str, topic: str) -> list[str]:
         with pytest.raises(TrpcError) as info:
             await proxy.send_message(topic, b"k", b"v")
         said += [str(info.value), repr(info.value), repr(info.value.__cause__)]
+    seen = len(logs.lines)
+
+    def consumer_failed() -> bool:
+        return any(
+            line.startswith("trpc_kafka.consumer ") and AUTH_FAILED in line
+            for line in logs.lines[seen:]
+        )
+
     async with consuming(f"{address}&topics={topic}&group={new_group()}"):
-        await asyncio.sleep(2)  # a few failed attempts, each logged by librdkafka
+        # Failed attempts, logged by librdkafka (debug) and by the service's consume loop.
+        await wait_until(consumer_failed, timeout=60, what="the consumer's auth failure")
     return said
 
 
@@ -72,7 +81,7 @@ async def test_passwords_are_nowhere(
         said += await _produce_and_consume(mtls, ssl.new_topic("leak-mtls"))
         for cluster in (sasl_ssl, sasl_plaintext):
             bad = cluster.address(password=wrong, extra=DEBUG)
-            said += await _fail_to_produce_and_consume(bad, cluster.new_topic("leak-fail"))
+            said += await _fail_to_produce_and_consume(bad, cluster.new_topic("leak-fail"), logs)
         for address in (scram, plain, mtls):
             cfg = parse_address(address)
             said += [repr(cfg), str(cfg)]
@@ -82,7 +91,7 @@ async def test_passwords_are_nowhere(
     assert any("trpc_kafka.rdkafka DEBUG" in line and "SASL" in line for line in logs.lines)
     assert any("trpc_kafka.consumer.rdkafka DEBUG" in line for line in logs.lines)
     assert "sasl.password = [redacted]" in logs.text
-    assert "authentication or TLS handshake failed" in logs.text
+    assert AUTH_FAILED in logs.text
     assert len(logs.lines) > 1000
     for what, secret in hidden.items():
         assert secret not in logs.text, f"{what} in a log line"
