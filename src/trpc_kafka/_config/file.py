@@ -742,40 +742,38 @@ def kafka_address_errors(config: FileConfig) -> Iterator[ConfigError]:
     Placeholders (``fake_address``) not registered yet are skipped: code fills them in later.
     ``trpc-kafka check`` reports them all; loading a file raises the first.
     """
+    # In file order: (address, side, where, key, line), or the error of a missing address.
+    found: list[tuple[str, Side, str, str, int | None] | ConfigError] = []
     for i, s in enumerate(config.server.services):
         if s.protocol != KAFKA_PROTOCOL:
             continue
         path = f"server.service[{i}]"
         if not s.address:
-            yield ConfigError(
-                f"{path} {s.name!r}: the 'address' key is missing; a kafka service needs "
-                "host:port[,host:port...]?topics=...&group=...",
-                key=f"{path}.address",
-                file=config.path,
-                line=s.line,
+            found.append(
+                ConfigError(
+                    f"{path} {s.name!r}: the 'address' key is missing; a kafka service needs "
+                    "host:port[,host:port...]?topics=...&group=...",
+                    key=f"{path}.address",
+                    file=config.path,
+                    line=s.line,
+                )
             )
             continue
-        error = _address_error(
-            s.address,
-            side="consumer",
-            where=f"{path} {s.name!r}: address",
-            file=config.path,
-            line=s.address_line or s.line,
-            key=f"{path}.address",
-        )
-        if error is not None:
-            yield error
+        where = f"{path} {s.name!r}: address"
+        found.append((s.address, "consumer", where, f"{path}.address", s.address_line or s.line))
     for i, c in enumerate(config.client.services):
         if not c.target or (c.protocol != KAFKA_PROTOCOL and not c.target.startswith("kafka://")):
             continue  # without a target, new_client_proxy needs target= or names the entry
         path = f"client.service[{i}]"
+        where = f"{path} {c.name!r}: target"
+        found.append((c.target, "producer", where, f"{path}.target", c.target_line or c.line))
+    for item in found:
+        if isinstance(item, ConfigError):
+            yield item
+            continue
+        address, side, where, key, line = item
         error = _address_error(
-            c.target,
-            side="producer",
-            where=f"{path} {c.name!r}: target",
-            file=config.path,
-            line=c.target_line or c.line,
-            key=f"{path}.target",
+            address, side=side, where=where, file=config.path, line=line, key=key
         )
         if error is not None:
             yield error
