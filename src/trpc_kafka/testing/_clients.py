@@ -28,6 +28,10 @@ _OFFSET_INVALID = -1001
 _UNASSIGNED = -1
 _WAKE_SLICE = 0.002
 """How often a waiting ``consume()`` returns while a test waits for handling."""
+_IDLE_SLICE = 0.01
+"""How often ``consume()`` and ``poll()`` return otherwise, with nothing: the loops calling them
+then see a stop or close request at once (librdkafka returns at the timeout, 0.1 s in this
+library, which would add that to every server stop and producer close of a test)."""
 _DEFAULT_MAX_BYTES = 1_000_000
 _DEFAULT_MESSAGE_TIMEOUT_MS = 300_000
 _DEFAULT_AUTO_COMMIT_MS = 5_000
@@ -291,7 +295,9 @@ class MemoryProducer(_Client):
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                cond.wait(0.05 if left is None else min(left, 0.05) if self._queue else left)
+                # Back early with nothing: the delivery thread then sees a close at once.
+                cond.wait(_IDLE_SLICE if left is None else min(left, _IDLE_SLICE))
+                break
             reports = list(self._reports)
             self._reports.clear()
         self._serve_outage()
@@ -475,12 +481,11 @@ class MemoryConsumer(_Client):
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                wait = left if left is not None else 1.0
+                wait = _IDLE_SLICE if left is None else min(left, _IDLE_SLICE)
                 if cluster.waiters:
                     wait = min(wait, _WAKE_SLICE)
-                    cluster.cond.wait(wait)
-                    break  # return now: the service stores what it handled meanwhile
                 cluster.cond.wait(wait)
+                break  # return now: the service stores what it handled meanwhile
         return []
 
     def _fetch(self, limit: int) -> list[Message]:
