@@ -286,3 +286,25 @@ async def test_a_group_shares_partitions_and_hands_them_over(strategy: str) -> N
             await kafka.wait_handled("orders")
     every = sorted(handled["a"] + handled["b"])
     assert every == sorted((p, o) for p in range(4) for o in range(6))  # each exactly once
+
+
+async def test_wait_handled_reports_a_server_that_failed_instead_of_waiting() -> None:
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        pass
+
+    async with InMemoryKafka() as kafka:
+        server = server_of(service("svc", "orders", "g"))
+        trpc_kafka.register_kafka_handler_service(server, handle)
+        with pytest.raises(RuntimeError, match="broken on purpose") as caught:
+            async with kafka.serving(server):
+                server.service("svc").fail(RuntimeError("broken on purpose"))
+                kafka.publish("orders", b"v")
+                start = time.monotonic()
+                try:
+                    await kafka.wait_handled("orders", timeout=20)
+                finally:
+                    assert time.monotonic() - start < 10
+        # Leaving serving() raises the server's own error; the wait had stopped at once with it.
+        assert "the server failed: RuntimeError('broken on purpose')" in str(
+            caught.value.__context__
+        )

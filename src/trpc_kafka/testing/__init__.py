@@ -361,7 +361,9 @@ class InMemoryKafka:
         """
         check = self._progress(topic, group)
         end = time.monotonic() + _check_timeout(timeout)
-        self._cluster.waiters += 1
+        cond = self._cluster.cond
+        with cond:
+            self._cluster.waiters += 1
         try:
             while True:
                 self._raise_server_failure()
@@ -372,7 +374,8 @@ class InMemoryKafka:
                     raise TimeoutError(_behind_text(timeout, behind))
                 await asyncio.sleep(_POLL_STEP)
         finally:
-            self._cluster.waiters -= 1
+            with cond:
+                self._cluster.waiters -= 1
 
     def wait_handled_sync(
         self, topic: str | None = None, *, group: str | None = None, timeout: float = 10.0
@@ -409,10 +412,11 @@ class InMemoryKafka:
         return check
 
     def _raise_server_failure(self) -> None:
-        for server, task in self._servers:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise RuntimeError(f"the server failed: {task.exception()!r}") from task.exception()
-            del server
+        for _, task in self._servers:
+            if task.done() and not task.cancelled():
+                failure = task.exception()
+                if failure is not None:
+                    raise RuntimeError(f"the server failed: {failure!r}") from failure
 
     @contextlib.asynccontextmanager
     async def serving(self, server: Server, *, timeout: float = 10.0) -> AsyncIterator[Server]:
