@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -60,6 +60,12 @@ class Backend:
         raise NotImplementedError
         yield server
 
+    @contextlib.contextmanager
+    def unreachable(self) -> Iterator[str]:
+        """An address no broker answers at (connections refused)."""
+        raise NotImplementedError
+        yield ""
+
 
 class Memory(Backend):
     name = "memory"
@@ -96,6 +102,11 @@ class Memory(Backend):
     async def serving(self, server: Server) -> AsyncIterator[Server]:
         async with self.kafka.serving(server):
             yield server
+
+    @contextlib.contextmanager
+    def unreachable(self) -> Iterator[str]:
+        with self.kafka.unreachable():
+            yield self.bootstrap
 
 
 class Real(Backend):
@@ -184,6 +195,10 @@ class Real(Backend):
         finally:
             await server.close()
             await task
+
+    @contextlib.contextmanager
+    def unreachable(self) -> Iterator[str]:
+        yield "127.0.0.1:1"  # nothing listens on port 1: refused at once
 
 
 def _header_list(raw: Any) -> list[tuple[str, bytes | None]]:

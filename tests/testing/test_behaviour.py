@@ -7,6 +7,7 @@ failed sends.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -25,6 +26,7 @@ from trpc_kafka import (
     Service,
     TrpcError,
 )
+from trpc_kafka._consumer.transport import KafkaServiceTransport
 from trpc_kafka._producer.partitioner import hash_partition
 
 
@@ -223,3 +225,56 @@ async def test_a_key_of_a_bad_type_fails_with_121_before_sending(cluster: Backen
         with pytest.raises(TrpcError) as caught:
             await proxy.send_message(topic, 42, b"v")  # type: ignore[arg-type]
     assert caught.value.code == 121
+
+
+async def test_a_cluster_nobody_answers_fails_sends_with_141_and_the_hint(
+    cluster: Backend,
+) -> None:
+    with cluster.unreachable() as address:
+        async with trpc_kafka.new_client_proxy(
+            "p", target=f"kafka://{address}?topic=orders", timeout=20.0
+        ) as proxy:
+            start = time.monotonic()
+            with pytest.raises(TrpcError) as caught:
+                await proxy.send_message("orders", b"k", b"v")
+            took = time.monotonic() - start
+    assert caught.value.code == 141
+    assert "Connection refused" in caught.value.msg
+    assert "sending to topic 'orders'" in caught.value.msg
+    assert "Is your cluster reachable?" in caught.value.msg
+    assert took < 15  # confirmed by the library's probe (~1.5 s), not the 20 s timeout
+
+
+async def test_members_of_a_group_split_the_partitions_and_handle_each_record_once(
+    cluster: Backend,
+) -> None:
+    topic = cluster.topic(partitions=4)
+    group = new_group()
+    handled: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
+
+    def handler(name: str) -> trpc_kafka.ConsumerHandle:
+        async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+            handled[name].append((msg.partition, msg.offset))
+
+        return handle
+
+    server = Server()
+    for name in handled:
+        address = consumer_address(cluster, topic, group, "strategy=range")
+        svc = server.add_service(Service(name, address=address))
+        trpc_kafka.register_kafka_handler_service(svc, handler(name))
+
+    def assignment(name: str) -> tuple[tuple[str, int], ...]:
+        transport = server.service(name).transport
+        assert isinstance(transport, KafkaServiceTransport)
+        return transport.session_view().assignment
+
+    async with cluster.serving(server):
+        # Until both joined, one member may hold every partition.
+        await eventually(lambda: len(assignment("a")) == len(assignment("b")) == 2)
+        for i in range(8):
+            cluster.publish(topic, f"v{i}".encode(), partition=i % 4)
+        await eventually(lambda: len(handled["a"]) + len(handled["b"]) >= 8)
+    every = sorted(handled["a"] + handled["b"])
+    assert every == [(p, o) for p in range(4) for o in range(2)]  # each record once
+    assert {len({p for p, _ in got}) for got in handled.values()} == {2}  # two partitions each
