@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -278,3 +279,40 @@ async def test_members_of_a_group_split_the_partitions_and_handle_each_record_on
     every = sorted(handled["a"] + handled["b"])
     assert every == [(p, o) for p in range(4) for o in range(2)]  # each record once
     assert {len({p for p, _ in got}) for got in handled.values()} == {2}  # two partitions each
+
+
+async def test_client_and_server_filters_see_every_call(cluster: Backend) -> None:
+    topic = cluster.topic()
+    calls: list[str] = []
+
+    async def client_filter(ctx: Context, req: Any, next_: trpc_kafka.Handler) -> Any:
+        calls.append(f"client {ctx.callee_method} {req.topic}")
+        return await next_(ctx, req)
+
+    async def server_filter(ctx: Context, req: Any, next_: trpc_kafka.Handler) -> Any:
+        calls.append(f"server {ctx.callee_service} {req.value!r}")
+        return await next_(ctx, req)
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:  # plain def: runs on a thread
+        calls.append(f"handler {msg.value!r}")
+
+    server = Server()
+    svc = server.add_service(
+        Service(
+            "trpc.test.filtered",
+            address=consumer_address(cluster, topic, new_group()),
+            filters=[server_filter],
+        )
+    )
+    trpc_kafka.register_kafka_handler_service(svc, handle)
+    async with cluster.serving(server):
+        async with trpc_kafka.new_client_proxy(
+            "p", target=f"kafka://{cluster.bootstrap}?topic={topic}", filters=[client_filter]
+        ) as proxy:
+            await proxy.send_message(topic, b"k", b"v")
+        await eventually(lambda: len(calls) == 3)
+    assert calls == [
+        f"client send {topic}",
+        "server trpc.test.filtered b'v'",
+        "handler b'v'",
+    ]
