@@ -20,6 +20,7 @@ from trpc_kafka import (
     _sdk,
     get_raw_kafka_context,
 )
+from trpc_kafka._producer import pool
 from trpc_kafka._producer.partitioner import hash_partition
 from trpc_kafka.testing import InMemoryKafka
 from trpc_kafka.testing._clients import MemoryConsumer, MemoryProducer
@@ -47,10 +48,21 @@ async def test_only_while_active_are_clients_in_memory() -> None:
     async with InMemoryKafka() as kafka:
         assert isinstance(_sdk.new_producer({}), MemoryProducer)
         assert isinstance(_sdk.new_consumer({"group.id": "g"}), MemoryConsumer)
-        with pytest.raises(RuntimeError, match="another in-memory Kafka is active"):
-            async with InMemoryKafka():
+        async with trpc_kafka.new_client_proxy("p", target=f"kafka://{ADDRESS}?topic=t") as proxy:
+            await proxy.send_message("t", b"k", b"v")
+            producers = pool.live_entries()
+            assert len(producers) == 1
+            with pytest.raises(RuntimeError, match="another in-memory Kafka is active"):
+                async with InMemoryKafka():
+                    pass
+            with (
+                pytest.raises(RuntimeError, match="another in-memory Kafka is active"),
+                InMemoryKafka(),
+            ):
                 pass
-        assert _sdk.installed() is kafka  # the refused one did not uninstall the active one
+            # The refused ones neither closed the active one's producers nor uninstalled it.
+            assert pool.live_entries() == producers
+            assert repr(_sdk.installed()) == repr(kafka)
     assert _sdk.installed() is None
     assert isinstance(_sdk.new_producer({"bootstrap.servers": "127.0.0.1:1"}), Producer)
 

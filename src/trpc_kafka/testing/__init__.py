@@ -111,6 +111,7 @@ class InMemoryKafka:
         if not isinstance(auto_create_topics, bool):
             raise TypeError(f"auto_create_topics must be True or False, got {auto_create_topics!r}")
         self._cluster = Cluster(partitions, auto_create_topics)
+        self._clients = _Clients(self)
         for name, count in (topics or {}).items():
             self.create_topic(name, count)
         self._active = False
@@ -120,32 +121,28 @@ class InMemoryKafka:
         state = "active" if self._active else "inactive"
         return f"InMemoryKafka({state}, topics={self.topics()})"
 
-    # -- the SDK's replacement (called by trpc_kafka._sdk) -----------------------------------
-
-    def producer(self, settings: dict[str, Any]) -> MemoryProducer:
-        return MemoryProducer(self._cluster, settings)
-
-    def consumer(self, settings: dict[str, Any]) -> MemoryConsumer:
-        return MemoryConsumer(self._cluster, settings)
-
     # -- activation ---------------------------------------------------------------------------
 
-    def _install(self) -> None:
+    def _check_none_active(self) -> None:
         current = _sdk.installed()
         if current is not None:
             raise RuntimeError(
                 f"another in-memory Kafka is active ({current!r}); leave it before entering "
                 f"this one (one may be active at a time)"
             )
-        _sdk.install(self)
+
+    def _install(self) -> None:
+        self._check_none_active()  # again: another may have been entered meanwhile
+        _sdk.install(self._clients)
         self._active = True
 
     def _uninstall(self) -> None:
-        if _sdk.installed() is self:
+        if _sdk.installed() is self._clients:
             _sdk.install(None)
         self._active = False
 
     def __enter__(self) -> InMemoryKafka:
+        self._check_none_active()
         close_all_producers_sync(_CLOSE_TIMEOUT)  # proxies re-bind to in-memory producers
         self._install()
         return self
@@ -162,6 +159,7 @@ class InMemoryKafka:
             self._uninstall()
 
     async def __aenter__(self) -> InMemoryKafka:
+        self._check_none_active()
         await close_all_producers(_CLOSE_TIMEOUT)
         self._install()
         return self
@@ -458,6 +456,24 @@ class InMemoryKafka:
                 return False
         with self._cluster.cond:
             return all(g.settled() for g in self._cluster.groups.values())
+
+
+class _Clients:
+    """What :mod:`trpc_kafka._sdk` builds clients with while an InMemoryKafka is active."""
+
+    __slots__ = ("kafka",)
+
+    def __init__(self, kafka: InMemoryKafka) -> None:
+        self.kafka = kafka
+
+    def __repr__(self) -> str:
+        return repr(self.kafka)
+
+    def producer(self, settings: dict[str, Any]) -> MemoryProducer:
+        return MemoryProducer(self.kafka._cluster, settings)
+
+    def consumer(self, settings: dict[str, Any]) -> MemoryConsumer:
+        return MemoryConsumer(self.kafka._cluster, settings)
 
 
 def _consumer_message(topic: str, partition: int, offset: int, record: Record) -> ConsumerMessage:
