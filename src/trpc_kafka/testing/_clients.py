@@ -49,7 +49,7 @@ def _true(value: object, default: bool) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
 
 
-def _bytes(value: object, what: str) -> bytes | None:
+def _bytes(value: object) -> bytes | None:
     if value is None:
         return None
     if isinstance(value, bytes):
@@ -70,7 +70,7 @@ def _headers(headers: object) -> list[Header] | None:
         name, value = item
         if not isinstance(name, str):
             raise TypeError(f"expected header name to be str, not {type(name).__name__}")
-        out.append((name, _bytes(value, "header")))
+        out.append((name, _bytes(value)))
     return out or None
 
 
@@ -205,8 +205,8 @@ class MemoryProducer(_Client):
         if not isinstance(topic, str):
             raise TypeError(f"topic must be str, not {type(topic).__name__}")
         record: Record = (
-            _bytes(key, "key"),
-            _bytes(value, "value"),
+            _bytes(key),
+            _bytes(value),
             _headers(headers),
             int(timestamp) or now_ms(),
         )
