@@ -148,6 +148,22 @@ async def test_fail_sends_makes_the_next_send_fail_with_the_mapped_code() -> Non
             assert await proxy.send_message("audit", b"k", b"v") == (0, 0)
 
 
+async def test_a_full_queue_makes_the_send_wait_then_time_out_with_101() -> None:
+    async with InMemoryKafka() as kafka:
+        async with trpc_kafka.new_client_proxy(
+            "p", target=f"kafka://{ADDRESS}?topic=orders", timeout=0.3
+        ) as proxy:
+            kafka.fail_sends(KafkaError._QUEUE_FULL, count=None)
+            with pytest.raises(TrpcError) as caught:
+                await proxy.send_message("orders", b"k", b"v")
+            assert caught.value.code == 101
+            assert "waiting for room in the producer queue" in caught.value.msg
+            kafka.clear_failures()
+            kafka.fail_sends(KafkaError._QUEUE_FULL, count=2)  # room after two tries
+            assert await proxy.send_message("orders", b"k", b"v") == (0, 0)
+        assert [m.value for m in kafka.messages("orders")] == [b"v"]
+
+
 async def test_a_failed_async_send_goes_to_the_error_callback() -> None:
     errors: list[tuple[int, str]] = []
     done = threading.Event()

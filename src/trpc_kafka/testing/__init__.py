@@ -300,7 +300,10 @@ class InMemoryKafka:
         ``KafkaError._TRANSPORT``...) or a ``KafkaError``. The send's delivery report carries
         it, so the caller sees the tRPC error the library maps it to (141 for broker and
         network errors, 101 for ``KafkaError._MSG_TIMED_OUT``, 111 for authentication).
-        ``count=None``: every send until :meth:`clear_failures`.
+        ``KafkaError._QUEUE_FULL`` is raised by the send call instead (``BufferError``, as
+        librdkafka's full queue): the library waits for room, each try using one ``count``,
+        and fails with 101 at the call's timeout. ``count=None``: every send until
+        :meth:`clear_failures`.
         """
         if isinstance(error, bool) or not isinstance(error, (int, KafkaError)):
             raise TypeError(

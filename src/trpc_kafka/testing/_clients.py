@@ -221,6 +221,8 @@ class MemoryProducer(_Client):
         cb = on_delivery or callback or self._default_cb
         cluster = self._cluster
         with cluster.cond:
+            if cluster.take_failure(topic, queue_full=True) is not None:
+                raise BufferError("Local: Queue full")  # as librdkafka's full queue
             known = cluster.topics.get(topic)
             if known is not None and partition >= len(known.logs):
                 raise KafkaException(
@@ -235,17 +237,12 @@ class MemoryProducer(_Client):
     def _deliver(self, name: str, partition: int, record: Record, cb: Any) -> None:
         """Write the record (or fail it), queueing its report (cond held)."""
         cluster = self._cluster
-        for rule in cluster.failures:
-            error, only, left = rule
-            if only is None or only == name:
-                if left is not None:
-                    rule[2] = left - 1
-                    if rule[2] <= 0:
-                        cluster.failures.remove(rule)
-                self._reports.append(
-                    (cb, error, _message(name, partition, _OFFSET_INVALID, record, error))
-                )
-                return
+        error = cluster.take_failure(name, queue_full=False)
+        if error is not None:
+            self._reports.append(
+                (cb, error, _message(name, partition, _OFFSET_INVALID, record, error))
+            )
+            return
         topic = cluster.topic(name, create=self._auto_create and cluster.auto_create)
         if topic is None:
             error = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)

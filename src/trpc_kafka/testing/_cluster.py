@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 TopicPart = tuple[str, int]
 Header = tuple[str, "bytes | None"]
 Record = tuple["bytes | None", "bytes | None", "list[Header] | None", int]
@@ -144,6 +146,24 @@ class Cluster:
         n = self._roundrobin.get(topic.name, 0)
         self._roundrobin[topic.name] = n + 1
         return n % len(topic.logs)
+
+    def take_failure(self, topic: str, *, queue_full: bool) -> Any:
+        """The injected error the next send to ``topic`` gets (one use of its rule), or None.
+
+        ``queue_full``: the rules of ``KafkaError._QUEUE_FULL``, which ``produce()`` raises as
+        ``BufferError``, as librdkafka does; the others fail the delivery report.
+        """
+        for rule in self.failures:
+            error, only, left = rule
+            if (only is None or only == topic) and (
+                error.code() == KafkaError._QUEUE_FULL
+            ) == queue_full:
+                if left is not None:
+                    rule[2] = left - 1
+                    if rule[2] <= 0:
+                        self.failures.remove(rule)
+                return error
+        return None
 
     def end_offset(self, tp: TopicPart) -> int:
         topic = self.topics.get(tp[0])
