@@ -246,8 +246,9 @@ async def test_a_cluster_nobody_answers_fails_sends_with_141_and_the_hint(
     assert took < 15  # confirmed by the library's probe (~1.5 s), not the 20 s timeout
 
 
+@pytest.mark.parametrize("strategy", ["range", "sticky"])
 async def test_members_of_a_group_split_the_partitions_and_handle_each_record_once(
-    cluster: Backend,
+    cluster: Backend, strategy: str
 ) -> None:
     topic = cluster.topic(partitions=4)
     group = new_group()
@@ -261,7 +262,7 @@ async def test_members_of_a_group_split_the_partitions_and_handle_each_record_on
 
     server = Server()
     for name in handled:
-        address = consumer_address(cluster, topic, group, "strategy=range")
+        address = consumer_address(cluster, topic, group, f"strategy={strategy}")
         svc = server.add_service(Service(name, address=address))
         trpc_kafka.register_kafka_handler_service(svc, handler(name))
 
