@@ -15,8 +15,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError
 
+from trpc_kafka import _sdk
 from trpc_kafka._config.address import KafkaConfig
 from trpc_kafka._config.rdkafka import producer_settings
 from trpc_kafka._consumer.message import Header, WireMessage
@@ -85,7 +86,7 @@ class DeadLetterSender(DeadLetterSink):
             if self._producer is None:
                 settings = producer_settings(self._cfg)
                 settings["logger"] = rdkafka_log("trpc_kafka.consumer.rdkafka")
-                self._producer = Producer(settings)
+                self._producer = _sdk.new_producer(settings)
             return self._producer
 
     def _send_blocking(

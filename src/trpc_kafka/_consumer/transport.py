@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from trpc_kafka import _sdk
 from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_address
 from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._config.rdkafka import consumer_settings, redact_settings
@@ -110,7 +111,7 @@ SyncGroup (REBALANCE_IN_PROGRESS). The same commit succeeds once the member has 
 
 def create_consumer(settings: dict[str, Any]) -> Any:
     """Seam: the librdkafka Consumer of a service (tests look at ``settings`` here)."""
-    return Consumer(settings)
+    return _sdk.new_consumer(settings)
 
 
 class KafkaServiceTransport:

@@ -61,6 +61,7 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from trpc_kafka import _sdk
 from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_brokers
 from trpc_kafka._config.rdkafka import producer_settings
 from trpc_kafka._kafka_errors import (
@@ -105,7 +106,7 @@ _delivery_thread = threading.local()
 """``entry``: the ProducerEntry whose delivery thread this is (unset on other threads)."""
 
 ProducerFactory = Callable[[dict[str, Any]], Producer]
-_producer_factory: list[ProducerFactory] = [Producer]
+_producer_factory: list[ProducerFactory] = [_sdk.new_producer]
 """Test seam: what builds the librdkafka producer from its settings dict."""
 
 AckedResult = tuple[int, int]
@@ -114,7 +115,7 @@ _Done = tuple["asyncio.Future[AckedResult]", "KafkaError | None", Message]
 
 def set_producer_factory(factory: ProducerFactory | None) -> None:
     """Replace how producers are built (tests inspect or extend the settings). None: default."""
-    _producer_factory[0] = Producer if factory is None else factory
+    _producer_factory[0] = _sdk.new_producer if factory is None else factory
 
 
 _CAUSED: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._MSG_TIMED_OUT})
