@@ -105,14 +105,17 @@ def render(result: dict[str, Any]) -> str:
         lines += [
             "",
             "| our service, no-op `async def` handler | msg/s, whole drain | × 1 worker "
-            "| msg/s once every worker has records | peak RSS a worker |",
-            "|---|---|---|---|---|",
+            "| msg/s once every worker has records | × 1 worker | peak RSS a worker |",
+            "|---|---|---|---|---|---|",
         ]
+        one_settled = {"rate": (one or {}).get("rate_settled")}
         for v in scaling.values():
             settled = v.get("rate_settled")
             settled_text = f"{settled / 1000:,.0f}k" if settled else "-"
+            settled_ratio = _ratio({"rate": settled}, one_settled) if settled else "-"
             lines.append(
-                f"| {v['title']} | {_rate(v)} | {_ratio(v, one)} | {settled_text} | {_rss(v)} |"
+                f"| {v['title']} | {_rate(v)} | {_ratio(v, one)} | {settled_text} "
+                f"| {settled_ratio} | {_rss(v)} |"
             )
     notes = [f"{k}: {why}" for k, why in result.get("skipped", {}).items()]
     notes += [f"{k}: failed ({len(errs)} run(s))" for k, errs in result.get("failed", {}).items()]

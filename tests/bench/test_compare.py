@@ -120,7 +120,9 @@ def _result() -> dict[str, Any]:
             "ours_latency": v("latency", "ours lat", p50_ms=0.3, p99_ms=0.7),
             "raw_consume": v("consumer", "raw c", rate=700_000.0, messages=1000),
             "ours_service_async": v("consumer", "ours c", rate=350_000.0, messages=1000),
-            "run_workers_1": v("scaling", "w1", rate=100_000.0, messages=1000),
+            "run_workers_1": v(
+                "scaling", "w1", rate=100_000.0, messages=1000, rate_settled=100_000.0
+            ),
             "run_workers_2": v(
                 "scaling", "w2", rate=150_000.0, messages=1000, rate_settled=190_000.0
             ),
@@ -136,7 +138,7 @@ def test_render_gives_ratios_against_the_baselines_and_marks_capped_runs() -> No
     assert "| fs | 1.0k (0k in the time cap) | 0.00 | 0.01 | - | 40 MB |" in text
     assert "| ours lat | 0.30 ms | 0.70 ms |" in text
     assert "| ours c | 350k | 0.50 | - | 40 MB |" in text
-    assert "| w2 | 150k | 1.50 | 190k | 40 MB |" in text
+    assert "| w2 | 150k | 1.50 | 190k | 1.90 | 40 MB |" in text
     assert "Not measured: go_async_producer: Go not found on PATH." in text
 
 
