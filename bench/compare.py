@@ -35,6 +35,7 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import statistics
@@ -344,7 +345,11 @@ def _scaling_result(
     # long-running service sees (with 2 workers the first drain includes a rebalance).
     if len(active) == workers:
         settled = max(s["first"] for s in active)
-        done_before = sum(_count_at(s["timeline"], settled) for s in active)
+        # A worker had handled nothing before its first record: anchor its timeline there.
+        done_before = sum(
+            _count_at([[s["first"], 0], *(p for p in s["timeline"] if p[0] > s["first"])], settled)
+            for s in active
+        )
         if last > settled:
             result["rate_settled"] = (min(seen, n) - done_before) / (last - settled)
             result["messages_settled"] = round(min(seen, n) - done_before)
@@ -427,6 +432,7 @@ def _versions(go_version: str | None) -> dict[str, str]:
 def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     from trpc_kafka._tools.broker import create_topic
 
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     variants = _selected(args)
     skipped: dict[str, str] = {}
     for v in variants:
@@ -494,13 +500,15 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     machine: dict[str, Any] = {
         "platform": platform.platform(),
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0,
+        # Load averages well above the CPU count mean the figures are noise.
+        "load_average_at_start": load_at_start,
         "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "broker": "local 1-node Apache Kafka (KRaft) on the same machine",
         **_versions(go_version),
     }
     return {
         "label": args.label,
-        "command": " ".join(["bench/compare.py", *sys.argv[1:]]),
+        "command": shlex.join([".venv/bin/python", "bench/compare.py", *sys.argv[1:]]),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_s": round(time.monotonic() - started, 1),
         "machine": machine,

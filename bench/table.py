@@ -41,6 +41,14 @@ def _rss(v: dict[str, Any]) -> str:
     return f"{v['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in v else "-"
 
 
+def _load(machine: dict[str, Any]) -> str:
+    loads = [machine.get(f"load_average_at_{when}") for when in ("start", "end")]
+    if not all(loads):
+        return ""
+    start, end = (load[0] for load in loads if load)
+    return f"; 1-minute load average {start:.1f} at the start, {end:.1f} at the end"
+
+
 def render(result: dict[str, Any]) -> str:
     variants: dict[str, dict[str, Any]] = result["variants"]
 
@@ -55,7 +63,7 @@ def render(result: dict[str, Any]) -> str:
         f"partitions, medians of {w['rounds']} interleaved round(s), each variant in its own "
         f"process; {m['cpus']} CPUs, Python {m['python']}, confluent-kafka "
         f"{m['confluent_kafka']} (librdkafka {m['librdkafka']}), aiokafka {m['aiokafka']}, "
-        f"faststream {m['faststream']}, Sarama {m['sarama']}).",
+        f"faststream {m['faststream']}, Sarama {m['sarama']}{_load(m)}).",
     ]
     producers = group("producer")
     if producers:

@@ -44,6 +44,15 @@ def test_scaling_result_takes_the_settled_rate_from_when_every_worker_had_record
     assert result["capped"] is False
 
 
+def test_scaling_result_of_one_worker_settles_at_its_first_record() -> None:
+    # The writer's samples straddle the first record: nothing was handled before it.
+    a: dict[str, Any] = {"count": 1000, "first": 0.25, "last": 1.25, "peak_rss_mb": 1.0}
+    a["timeline"] = [[0.2, 0], [0.3, 100], [1.3, 1000]]
+    result = compare._scaling_result([a], workers=1, n=1000, total_s=2.0)
+    assert result["rate"] == pytest.approx(1000.0)
+    assert result["rate_settled"] == pytest.approx(1000.0)
+
+
 def test_scaling_result_without_every_worker_has_no_settled_rate() -> None:
     a = {"count": 10, "first": 0.0, "last": 1.0, "peak_rss_mb": 1.0, "timeline": [[1.0, 10]]}
     idle = {"count": 0, "first": 0.0, "last": 0.0, "peak_rss_mb": 1.0, "timeline": [[1.0, 0]]}
