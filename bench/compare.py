@@ -136,6 +136,82 @@ BASELINES = {
 }
 
 
+@dataclass(frozen=True)
+class Target:
+    """One of issue 13's targets: ``field`` of ``variant`` over that of ``base`` (or alone)."""
+
+    what: str
+    variant: str
+    base: str | None
+    field: str  # rate | p50_ms | peak_rss_mb
+    bound: float
+    at_least: bool  # True: value >= bound; False: value <= bound
+
+
+TARGETS = (
+    Target(
+        "plain def handler / async def handler",
+        "ours_service_def",
+        "ours_service_async",
+        "rate",
+        0.8,
+        True,
+    ),
+    Target(
+        "async def handler / raw consume", "ours_service_async", "raw_consume", "rate", 0.6, True
+    ),
+    Target("batch handler / raw consume", "ours_service_batch", "raw_consume", "rate", 0.9, True),
+    Target(
+        "async def handler peak RSS, MB (1M records)",
+        "ours_service_async",
+        None,
+        "peak_rss_mb",
+        86,
+        False,
+    ),
+    Target(
+        "async_send_message / Go AsyncProducer",
+        "ours_async_send_message",
+        "go_async_producer",
+        "rate",
+        1.2,
+        True,
+    ),
+    Target(
+        "async_send_message / raw with a callback",
+        "ours_async_send_message",
+        "raw_produce_callback",
+        "rate",
+        0.9,
+        True,
+    ),
+    Target(
+        "send_message 1,000 in flight / raw",
+        "ours_send_message_1000_in_flight",
+        "raw_produce_poll",
+        "rate",
+        0.25,
+        True,
+    ),
+    Target("acked send p50 / raw p50", "ours_latency", "raw_latency", "p50_ms", 1.2, False),
+)
+
+
+def _targets(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for t in TARGETS:
+        value = summaries.get(t.variant, {}).get(t.field)
+        if t.base is not None:
+            base = summaries.get(t.base, {}).get(t.field)
+            value = value / base if value is not None and base else None
+        if value is None:
+            continue  # a variant not run, skipped or failed
+        met = value >= t.bound if t.at_least else value <= t.bound
+        bound = f"{'>=' if t.at_least else '<='} {t.bound:g}"
+        out.append({"what": t.what, "value": round(value, 3), "bound": bound, "met": met})
+    return out
+
+
 def _progress(line: str) -> None:
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
@@ -529,6 +605,7 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             for v in variants
         },
         "ratios": _ratios(variants, summaries),
+        "targets": _targets(summaries),
         "skipped": skipped,
         "failed": failures,
     }

@@ -49,7 +49,8 @@ def _load(machine: dict[str, Any]) -> str:
     return f"; 1-minute load average {start:.1f} at the start, {end:.1f} at the end"
 
 
-def render(result: dict[str, Any]) -> str:
+def render(result: dict[str, Any], *, targets: bool = True) -> str:
+    """The tables; ``targets``: with the table of issue 13's targets (not the README's)."""
     variants: dict[str, dict[str, Any]] = result["variants"]
 
     def group(name: str) -> dict[str, dict[str, Any]]:
@@ -125,6 +126,12 @@ def render(result: dict[str, Any]) -> str:
                 f"| {v['title']} | {_rate(v)} | {_ratio(v, one)} | {settled_text} "
                 f"| {settled_ratio} | {_rss(v)} |"
             )
+    if targets and result.get("targets"):
+        lines += ["", "| issue 13's target | this run | target | met |", "|---|---|---|---|"]
+        lines += [
+            f"| {t['what']} | {t['value']:g} | {t['bound']} | {'yes' if t['met'] else 'no'} |"
+            for t in result["targets"]
+        ]
     notes = [f"{k}: {why}" for k, why in result.get("skipped", {}).items()]
     notes += [f"{k}: failed ({len(errs)} run(s))" for k, errs in result.get("failed", {}).items()]
     if notes:
@@ -146,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("result", type=Path, nargs="?", default=DEFAULT)
     parser.add_argument("--readme", type=Path, help="rewrite this file's marked block")
     args = parser.parse_args(argv)
-    tables = render(json.loads(args.result.read_text(encoding="utf-8")))
+    result = json.loads(args.result.read_text(encoding="utf-8"))
     if args.readme:
-        rewrite_readme(args.readme, tables)
+        rewrite_readme(args.readme, render(result, targets=False))
         print(f"rewritten: the {BEGIN} block of {args.readme}", file=sys.stderr)
     else:
-        print(tables)
+        print(render(result))
     return 0
 
 

@@ -81,6 +81,28 @@ def test_summary_is_the_median_rate_and_the_highest_peak() -> None:
     assert latency == {"p50_ms": 2.0, "p99_ms": 3.0, "peak_rss_mb": 4.0}
 
 
+def test_targets_are_ratios_of_medians_and_skip_what_did_not_run() -> None:
+    summaries: dict[str, dict[str, Any]] = {
+        "ours_service_async": {"rate": 300.0, "peak_rss_mb": 90.0},
+        "ours_service_def": {"rate": 270.0},
+        "raw_consume": {"rate": 600.0},
+        "ours_latency": {"p50_ms": 0.3},
+        "raw_latency": {"p50_ms": 0.2},
+    }
+    targets = {t["what"]: t for t in compare._targets(summaries)}
+    assert targets["plain def handler / async def handler"] == {
+        "what": "plain def handler / async def handler",
+        "value": 0.9,
+        "bound": ">= 0.8",
+        "met": True,
+    }
+    assert targets["async def handler / raw consume"]["met"] is False  # 0.5 < 0.6
+    assert targets["async def handler peak RSS, MB (1M records)"]["met"] is False  # 90 > 86
+    assert targets["acked send p50 / raw p50"]["value"] == 1.5
+    assert targets["acked send p50 / raw p50"]["met"] is False
+    assert "batch handler / raw consume" not in targets  # not run
+
+
 def test_quick_defaults_and_selection() -> None:
     args = compare.parse_args(["--quick", "--only", "consumer", "go_async", "--skip", "faststream"])
     assert (args.messages, args.rounds, args.samples) == (20_000, 1, 100)
@@ -149,6 +171,14 @@ def test_render_gives_ratios_against_the_baselines_and_marks_capped_runs() -> No
     assert "| ours c | 350k | 0.50 | - | 40 MB |" in text
     assert "| w2 | 150k | 1.50 | 190k | 1.90 | 40 MB |" in text
     assert "Not measured: go_async_producer: Go not found on PATH." in text
+    assert "issue 13's target" not in text  # the result has none
+
+
+def test_render_shows_targets_except_for_the_readme() -> None:
+    result = _result()
+    result["targets"] = [{"what": "x / y", "value": 0.5, "bound": ">= 0.6", "met": False}]
+    assert "| x / y | 0.5 | >= 0.6 | no |" in table.render(result)
+    assert "x / y" not in table.render(result, targets=False)
 
 
 def test_rewrite_readme_replaces_only_the_marked_block(tmp_path: Path) -> None:
@@ -217,6 +247,7 @@ def test_one_tiny_round_of_every_installed_variant(kafka_bootstrap: str, tmp_pat
         assert run["rate"] > 0, name
         if not run["capped"]:  # everything sent was acknowledged, everything loaded was read
             assert run["messages"] == messages, name
+    assert {t["what"] for t in result["targets"]} >= {"batch handler / raw consume"}
     # A progress line per run on stderr, the tables on stdout.
     assert done.stderr.count("round 1/1") == len(expected)
     assert "| consumer variant |" in done.stdout
