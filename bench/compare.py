@@ -260,7 +260,6 @@ def _sarama_version() -> str:
 @dataclass
 class Plan:
     bootstrap: str
-    producer_topic: str
     consumer_topic: str
     messages: int
     samples: int
@@ -280,8 +279,34 @@ def _child_json(cmd: list[str], timeout: float, env: dict[str, str] | None = Non
 
 
 def run_variant(variant: Variant, plan: Plan) -> dict[str, Any]:
+    if variant.group in ("producer", "latency"):
+        # A fresh topic a run: every run starts on an empty log, and deleting it keeps a full
+        # run (some 20M records) from filling the broker's disk.
+        from trpc_kafka._tools.broker import create_topic
+
+        topic = f"bench-compare-{variant.name}-{uuid.uuid4().hex[:8]}"
+        create_topic(plan.bootstrap, topic, partitions=PARTITIONS)
+        try:
+            return _run_variant(variant, plan, topic)
+        finally:
+            delete_topic(plan.bootstrap, topic)
+    return _run_variant(variant, plan, plan.consumer_topic)
+
+
+def delete_topic(bootstrap: str, topic: str) -> None:
+    """Best effort: a topic left behind costs disk, not correctness."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # no info lines
+    try:
+        for future in admin.delete_topics([topic], operation_timeout=15).values():
+            future.result(timeout=30)
+    except Exception as exc:
+        _progress(f"could not delete topic {topic}: {exc}")
+
+
+def _run_variant(variant: Variant, plan: Plan, topic: str) -> dict[str, Any]:
     group = f"bench-{variant.name}-{uuid.uuid4().hex[:8]}"
-    topic = plan.consumer_topic if variant.group == "consumer" else plan.producer_topic
     if variant.runner == "run":
         workers = int(variant.name.rsplit("_", 1)[1])
         return run_scaling(workers, plan, group)
@@ -506,8 +531,6 @@ def _versions(go_version: str | None) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
-    from trpc_kafka._tools.broker import create_topic
-
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     variants = _selected(args)
     skipped: dict[str, str] = {}
@@ -527,12 +550,9 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             _progress(f"skipped {name}: {why}")
     variants = [v for v in variants if v.name not in skipped]
 
-    producer_topic = f"bench-compare-{uuid.uuid4().hex[:8]}"
-    create_topic(bootstrap, producer_topic, partitions=PARTITIONS)
     needs_data = any(v.group in ("consumer", "scaling") for v in variants)
     plan = Plan(
         bootstrap=bootstrap,
-        producer_topic=producer_topic,
         consumer_topic=preload(bootstrap, args.messages) if needs_data else "",
         messages=args.messages,
         samples=args.samples,
@@ -572,6 +592,8 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             _progress(
                 f"{head}: {_describe(variant, result)}, peak RSS {result['peak_rss_mb']:.0f} MB"
             )
+    if plan.consumer_topic:
+        delete_topic(bootstrap, plan.consumer_topic)
     summaries = {v.name: _summary(v.group, runs[v.name]) for v in variants}
     machine: dict[str, Any] = {
         "platform": platform.platform(),

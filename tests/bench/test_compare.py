@@ -203,7 +203,7 @@ def test_the_readme_has_the_marked_block() -> None:
 @pytest.mark.slow
 def test_one_tiny_round_of_every_installed_variant(kafka_bootstrap: str, tmp_path: Path) -> None:
     out = tmp_path / "result.json"
-    messages = 2000
+    messages = 1000
     done = subprocess.run(
         [
             sys.executable,
@@ -216,7 +216,7 @@ def test_one_tiny_round_of_every_installed_variant(kafka_bootstrap: str, tmp_pat
             "--samples",
             "20",
             "--max-seconds",
-            "8",
+            "6",
             "--out",
             str(out),
         ],
