@@ -688,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))  # consumer.py's pre-loader, when imported as a module
     from trpc_kafka._tools.broker import broker_or_temporary
 
+    if not args.bootstrap:
+        _progress("starting a local 1-node broker for this run (--bootstrap reuses one)")
     with broker_or_temporary(args.bootstrap) as bootstrap:
         result = run(args, bootstrap)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -116,6 +116,16 @@ def test_quick_defaults_and_selection() -> None:
         compare.parse_args(["--messages", "10"])
 
 
+def test_without_go_the_go_variants_are_skipped_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(compare.shutil, "which", lambda name: None)
+    assert compare.build_go(timeout=1) == (
+        None,
+        "Go not found on PATH: the Go Sarama variants are skipped",
+    )
+
+
 # -- the tables -----------------------------------------------------------------------------------
 
 
