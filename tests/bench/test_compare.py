@@ -119,7 +119,7 @@ def test_quick_defaults_and_selection() -> None:
 def test_without_go_the_go_variants_are_skipped_with_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(compare.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     assert compare.build_go(timeout=1) == (
         None,
         "Go not found on PATH: the Go Sarama variants are skipped",
