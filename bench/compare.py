@@ -376,9 +376,11 @@ def run_scaling(workers: int, plan: Plan, group: str) -> dict[str, Any]:
         cmd += ["-c", str(config), "--workers", str(workers), "--log-level", "WARNING"]
         begin = time.time()
         deadline = time.monotonic() + plan.max_seconds
-        process = subprocess.Popen(
-            cmd, cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
+        log = Path(tmp) / "stderr.log"  # a file, not a pipe: nobody reads a pipe mid-run
+        with log.open("w") as stderr:
+            process = subprocess.Popen(
+                cmd, cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+            )
         stats: list[dict[str, Any]] = []
         try:
             while time.monotonic() < deadline and process.poll() is None:
@@ -389,12 +391,13 @@ def run_scaling(workers: int, plan: Plan, group: str) -> dict[str, Any]:
         finally:
             process.send_signal(signal.SIGTERM)  # a graceful stop: commit and leave the group
             try:
-                _, stderr = process.communicate(timeout=60)
+                process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
-                _, stderr = process.communicate()
+                process.wait()
         if process.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
-            raise RuntimeError(f"exit status {process.returncode}: {stderr.strip()[-2000:]}")
+            said = log.read_text(errors="replace").strip()[-2000:]
+            raise RuntimeError(f"exit status {process.returncode}: {said}")
         time.sleep(2 * 0.1)  # the writers' last lines after the final records
         stats = _read_stats(stats_dir)
     return _scaling_result(stats, workers, plan.messages, time.time() - begin)

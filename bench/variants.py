@@ -159,6 +159,8 @@ def raw_consume(args: argparse.Namespace) -> Result:
         consumer.store_offsets(offsets=[TopicPartition(topic, p, o + 1) for p, o in last.items()])
     end = time.perf_counter()
     consumer.close()
+    if not first:
+        raise RuntimeError(f"no message received in {args.max_seconds} s")
     return {**_rate(seen, end - first, seen < args.messages), "total_s": end - begin}
 
 
@@ -406,6 +408,8 @@ def aiokafka_getmany(args: argparse.Namespace) -> Result:
             end = time.perf_counter()
         finally:
             await consumer.stop()
+        if not first:
+            raise RuntimeError(f"no message received in {args.max_seconds} s")
         return {**_rate(seen, end - first, seen < args.messages), "total_s": end - begin}
 
     return asyncio.run(main())

@@ -180,9 +180,8 @@ func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 		sess.MarkMessage(msg, "")
 		h.first.CompareAndSwap(0, time.Now().UnixNano())
 		seen := h.seen.Add(1)
-		if seen == h.target || (seen%1000 == 0 && !h.deadline.IsZero() && time.Now().After(h.deadline)) {
-			h.last.Store(time.Now().UnixNano())
-			h.reachedLimit.Store(seen < h.target)
+		if seen == h.target {
+			h.last.CompareAndSwap(0, time.Now().UnixNano())
 			h.cancel()
 			return nil
 		}
@@ -200,8 +199,15 @@ func consumeGroup(brokers []string, topic, group string, n int, maxSeconds float
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &groupHandler{target: int64(n), cancel: cancel}
 	if maxSeconds > 0 {
-		// The cap counts from the start, group join included; generous enough for the join.
+		// The cap counts from the start, group join included, and holds even when no
+		// message comes at all.
 		h.deadline = begin.Add(time.Duration(maxSeconds * float64(time.Second)))
+		time.AfterFunc(time.Until(h.deadline), func() {
+			if h.last.CompareAndSwap(0, time.Now().UnixNano()) {
+				h.reachedLimit.Store(true)
+			}
+			cancel()
+		})
 	}
 	go func() {
 		for err := range g.Errors() {
@@ -217,6 +223,9 @@ func consumeGroup(brokers []string, topic, group string, n int, maxSeconds float
 		fail("close: %v", err)
 	}
 	seen := h.seen.Load()
+	if seen == 0 || h.first.Load() == 0 {
+		fail("no message received in %.0f s", maxSeconds)
+	}
 	seconds := float64(h.last.Load()-h.first.Load()) / 1e9
 	emit(map[string]any{
 		"messages": seen, "seconds": seconds, "rate": float64(seen) / seconds,
