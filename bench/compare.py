@@ -9,8 +9,10 @@ the end. Every variant runs in its own process (``bench/variants.py``, or the Go
 ``bench/go``, built here with ``go build``: skipped with one line where Go is missing), so each
 has its own peak RSS and no variant warms another's caches. Rounds are interleaved (each round
 runs every variant once, in an order rotated from round to round); the JSON keeps every run and
-the medians. Every run is capped at ``--max-seconds`` (the slow variants: faststream, and
-whatever is being fixed): its rate is then the messages it did in that time, marked ``capped``.
+the medians. Every run is capped at ``--max-seconds`` of work, counted from its first timed send
+or first record received (the slow variants: faststream, and whatever is being fixed): its rate
+is then the messages it did in that time, marked ``capped``. A consumer with no record 60 s
+after its start (``JOIN_ALLOWANCE``) fails.
 
 - producers: 100-byte values, no key, compression none, acks=all, one topic of 6 partitions;
   ``--messages`` per run (1M by default: at 200k a ratio swung from 0.94 to 0.68);
@@ -212,6 +214,10 @@ def _targets(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+sys.path.insert(0, str(HERE))  # the sibling modules, when this one is imported
+from variants import JOIN_ALLOWANCE, consumer_deadline  # noqa: E402
+
+
 def _progress(line: str) -> None:
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
@@ -328,6 +334,8 @@ def _run_variant(variant: Variant, plan: Plan, topic: str) -> dict[str, Any]:
             str(plan.max_seconds),
             "-group",
             group,
+            "-join-seconds",
+            str(JOIN_ALLOWANCE),
         ]
     else:
         cmd = [
@@ -375,7 +383,6 @@ def run_scaling(workers: int, plan: Plan, group: str) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "trpc_kafka._tools.cli", "run", "scaling_app:setup"]
         cmd += ["-c", str(config), "--workers", str(workers), "--log-level", "WARNING"]
         begin = time.time()
-        deadline = time.monotonic() + plan.max_seconds
         log = Path(tmp) / "stderr.log"  # a file, not a pipe: nobody reads a pipe mid-run
         with log.open("w") as stderr:
             process = subprocess.Popen(
@@ -383,9 +390,12 @@ def run_scaling(workers: int, plan: Plan, group: str) -> dict[str, Any]:
             )
         stats: list[dict[str, Any]] = []
         try:
-            while time.monotonic() < deadline and process.poll() is None:
+            while process.poll() is None:
                 stats = _read_stats(stats_dir)
                 if sum(s["count"] for s in stats) >= plan.messages:
+                    break
+                first = min((s["first"] for s in stats if s["count"]), default=0.0)
+                if time.time() > consumer_deadline(begin, first, plan.max_seconds):
                     break
                 time.sleep(0.05)
         finally:
@@ -562,7 +572,7 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         max_seconds=args.max_seconds,
         address_extra=args.address_extra,
         go_binary=go_binary,
-        child_timeout=args.max_seconds + 120,
+        child_timeout=args.max_seconds + JOIN_ALLOWANCE + 120,
     )
     runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
     failures: dict[str, list[str]] = {}
@@ -688,7 +698,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(HERE))  # consumer.py's pre-loader, when imported as a module
     from trpc_kafka._tools.broker import broker_or_temporary
 
     if not args.bootstrap:

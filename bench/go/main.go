@@ -167,7 +167,6 @@ type groupHandler struct {
 	target       int64
 	seen         atomic.Int64
 	first, last  atomic.Int64 // UnixNano
-	deadline     time.Time
 	cancel       context.CancelFunc
 	reachedLimit atomic.Bool
 }
@@ -190,7 +189,7 @@ func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 }
 
 // consumeGroup drains n messages as one member of a fresh consumer group, marking each.
-func consumeGroup(brokers []string, topic, group string, n int, maxSeconds float64) {
+func consumeGroup(brokers []string, topic, group string, n int, maxSeconds, joinSeconds float64) {
 	begin := time.Now()
 	g, err := sarama.NewConsumerGroup(brokers, group, config())
 	if err != nil {
@@ -198,17 +197,25 @@ func consumeGroup(brokers []string, topic, group string, n int, maxSeconds float
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &groupHandler{target: int64(n), cancel: cancel}
-	if maxSeconds > 0 {
-		// The cap counts from the start, group join included, and holds even when no
-		// message comes at all.
-		h.deadline = begin.Add(time.Duration(maxSeconds * float64(time.Second)))
-		time.AfterFunc(time.Until(h.deadline), func() {
-			if h.last.CompareAndSwap(0, time.Now().UnixNano()) {
-				h.reachedLimit.Store(true)
+	// The cap counts from the first message (a busy machine slows the group join); with no
+	// message joinSeconds after the start, give up.
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for range tick.C {
+			first := h.first.Load()
+			now := time.Now()
+			late := first == 0 && now.Sub(begin).Seconds() > joinSeconds
+			capped := first != 0 && maxSeconds > 0 && float64(now.UnixNano()-first)/1e9 > maxSeconds
+			if late || capped {
+				if h.last.CompareAndSwap(0, now.UnixNano()) {
+					h.reachedLimit.Store(true)
+				}
+				cancel()
+				return
 			}
-			cancel()
-		})
-	}
+		}
+	}()
 	go func() {
 		for err := range g.Errors() {
 			fmt.Fprintf(os.Stderr, "sarama-bench: consumer group: %v\n", err)
@@ -224,7 +231,7 @@ func consumeGroup(brokers []string, topic, group string, n int, maxSeconds float
 	}
 	seen := h.seen.Load()
 	if seen == 0 || h.first.Load() == 0 {
-		fail("no message received in %.0f s", maxSeconds)
+		fail("no message received in %.0f s", joinSeconds)
 	}
 	seconds := float64(h.last.Load()-h.first.Load()) / 1e9
 	emit(map[string]any{
@@ -240,7 +247,8 @@ func main() {
 	group := flag.String("group", "", "consumer group (consume-group)")
 	messages := flag.Int("messages", 1000000, "messages to send or to drain")
 	samples := flag.Int("samples", 300, "acked sends to time (produce-sync-latency)")
-	maxSeconds := flag.Float64("max-seconds", 0, "stop sending or draining after this long (0: never)")
+	maxSeconds := flag.Float64("max-seconds", 0, "stop sending, or draining after the first message, after this long (0: never)")
+	joinSeconds := flag.Float64("join-seconds", 60, "consume-group: give up with no message this long after the start")
 	flag.Parse()
 	if *bootstrap == "" || *topic == "" {
 		fail("-bootstrap and -topic are required")
@@ -255,7 +263,7 @@ func main() {
 		if *group == "" {
 			fail("-group is required for consume-group")
 		}
-		consumeGroup(brokers, *topic, *group, *messages, *maxSeconds)
+		consumeGroup(brokers, *topic, *group, *messages, *maxSeconds, *joinSeconds)
 	default:
 		fail("-mode %q: expected produce-async, produce-sync-latency or consume-group", *mode)
 	}
