@@ -501,6 +501,9 @@ def _summary(group: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     settled = [r["rate_settled"] for r in runs if "rate_settled" in r]
     if settled:
         summary["rate_settled"] = statistics.median(settled)
+    if group == "scaling":
+        summary["workers"] = runs[0]["workers"]
+        summary["workers_with_records"] = min(r["workers_with_records"] for r in runs)
     return summary
 
 

@@ -63,6 +63,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+_peak_rss_mb = peak_rss_mb  # its name before bench/variants.py shared it
+
+
 # -- children (one variant per process) ---------------------------------------------------
 
 

@@ -122,8 +122,10 @@ def render(result: dict[str, Any], *, targets: bool = True) -> str:
             settled = v.get("rate_settled")
             settled_text = f"{settled / 1000:,.0f}k" if settled else "-"
             settled_ratio = _ratio({"rate": settled}, one_settled) if settled else "-"
+            idle = v.get("workers", 1) - v.get("workers_with_records", v.get("workers", 1))
+            drain = _rate(v) + (f" ({idle} worker(s) got no record)" if idle > 0 else "")
             lines.append(
-                f"| {v['title']} | {_rate(v)} | {_ratio(v, one)} | {settled_text} "
+                f"| {v['title']} | {drain} | {_ratio(v, one)} | {settled_text} "
                 f"| {settled_ratio} | {_rss(v)} |"
             )
     if targets and result.get("targets"):

@@ -79,6 +79,14 @@ def test_summary_is_the_median_rate_and_the_highest_peak() -> None:
         ],
     )
     assert latency == {"p50_ms": 2.0, "p99_ms": 3.0, "peak_rss_mb": 4.0}
+    scaling = compare._summary(
+        "scaling",
+        [
+            {**run, "workers": 2, "workers_with_records": k}
+            for run, k in zip(runs, (2, 1, 2), strict=True)
+        ],
+    )
+    assert (scaling["workers"], scaling["workers_with_records"]) == (2, 1)
 
 
 def test_targets_are_ratios_of_medians_and_skip_what_did_not_run() -> None:
@@ -167,6 +175,9 @@ def _result() -> dict[str, Any]:
             "run_workers_2": v(
                 "scaling", "w2", rate=150_000.0, messages=1000, rate_settled=190_000.0
             ),
+            "run_workers_3": v(
+                "scaling", "w3", rate=90_000.0, messages=1000, workers=3, workers_with_records=2
+            ),
         },
         "skipped": {"go_async_producer": "Go not found on PATH"},
         "failed": {},
@@ -180,6 +191,7 @@ def test_render_gives_ratios_against_the_baselines_and_marks_capped_runs() -> No
     assert "| ours lat | 0.30 ms | 0.70 ms |" in text
     assert "| ours c | 350k | 0.50 | - | 40 MB |" in text
     assert "| w2 | 150k | 1.50 | 190k | 1.90 | 40 MB |" in text
+    assert "| w3 | 90.0k (1 worker(s) got no record) | 0.90 | - | - | 40 MB |" in text
     assert "Not measured: go_async_producer: Go not found on PATH." in text
     assert "issue 13's target" not in text  # the result has none
 
