@@ -218,6 +218,10 @@ sys.path.insert(0, str(HERE))  # the sibling modules, when this one is imported
 from variants import JOIN_ALLOWANCE, consumer_deadline  # noqa: E402
 
 
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
 def _progress(line: str) -> None:
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
@@ -594,13 +598,24 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         for variant in ordered:
             step += 1
             elapsed = time.monotonic() - started
+            # After the first round, the rounds' pace says how long the rest takes.
+            eta = ""
+            if round_no:
+                left = elapsed / (step - 1) * (total - step + 1)
+                eta = f", about {_clock(left)} left"
             head = (
-                f"[{step}/{total} {int(elapsed) // 60}:{int(elapsed) % 60:02d}] "
+                f"[{step}/{total} {_clock(elapsed)}{eta}] "
                 f"round {round_no + 1}/{args.rounds} {variant.name}"
             )
             try:
                 result = run_variant(variant, plan)
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+            except (
+                RuntimeError,
+                subprocess.TimeoutExpired,
+                ValueError,
+                KeyError,
+                IndexError,
+            ) as exc:
                 failures.setdefault(variant.name, []).append(str(exc))
                 _progress(f"{head}: FAILED: {str(exc).splitlines()[-1] if str(exc) else exc!r}")
                 continue
