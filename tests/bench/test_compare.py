@@ -273,3 +273,38 @@ def test_one_tiny_round_of_every_installed_variant(kafka_bootstrap: str, tmp_pat
     # A progress line per run on stderr, the tables on stdout.
     assert done.stderr.count("round 1/1") == len(expected)
     assert "| consumer variant |" in done.stdout
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("aiokafka"), reason="needs aiokafka")
+def test_a_failing_variant_is_recorded_and_the_others_still_run(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "result.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "compare.py"),
+            "--quick",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--only",
+            "raw_produce_poll",
+            "aiokafka_latency",
+            "--samples",
+            "5",
+            "--address-extra",
+            "&nosuchkey=1",  # our and raw's address refuse it; aiokafka's has none
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr[-4000:]
+    assert "raw_produce_poll: FAILED:" in done.stderr and "unknown key 'nosuchkey'" in done.stderr
+    result = json.loads(out.read_text())
+    assert list(result["failed"]) == ["raw_produce_poll"]
+    assert len(result["variants"]["aiokafka_latency"]["runs"]) == 1
+    assert "Not measured: raw_produce_poll: failed (1 run(s))." in done.stdout
