@@ -105,9 +105,7 @@ class KafkaTracing:
     ) -> None:
         from trpc_kafka import __version__
 
-        self._tracer = trace.get_tracer(
-            "trpc_kafka", __version__, tracer_provider=tracer_provider
-        )
+        self._tracer = trace.get_tracer("trpc_kafka", __version__, tracer_provider=tracer_provider)
         self._propagator = propagator
 
     def _inject(self, carrier: dict[str, str]) -> None:
