@@ -32,11 +32,12 @@ for success):
   ``rdkafka.statistics.interval.ms=N`` on an address), per client (``client`` is librdkafka's
   instance name, ``<client.id>#producer-1``): ``trpc_kafka_rdkafka_queue_messages`` /
   ``_queue_bytes`` (messages waiting in the producer's queue), ``_replyq`` (events waiting for a
-  poll), per broker ``_broker_rtt_seconds{stat=avg|p50|p99}``, ``_broker_outbuf_requests``,
-  ``_broker_waitresp_requests``, ``_broker_up``, ``_broker_tx_errors_total``,
-  ``_broker_request_timeouts_total``, per partition ``_consumer_lag`` and
-  ``_fetch_queue_messages``, and ``_rebalances_total``. A client that stopped reporting (closed)
-  disappears after three of its intervals.
+  poll), per broker ``_broker_rtt_seconds{stat=avg|p50|p99}`` (of the requests of the last
+  interval; a consumer's fetches wait up to ``maxWaitTime`` at the broker),
+  ``_broker_outbuf_requests``, ``_broker_waitresp_requests``, ``_broker_up``,
+  ``_broker_tx_errors_total``, ``_broker_request_timeouts_total``, per partition
+  ``_consumer_lag`` and ``_fetch_queue_messages``, and ``_rebalances_total``. A client that
+  stopped reporting (closed) disappears after three of its intervals.
 
 :class:`KafkaMetrics` makes the same set in a registry of one's own.
 """
@@ -81,6 +82,8 @@ LATENCY_BUCKETS: Final = (
     60.0,
 )  # fmt: skip
 """Seconds: an acked send on a healthy cluster takes ~0.3 ms, a handler up to its timeout."""
+
+_monotonic = time.monotonic  # module-level: the staleness test replaces it
 
 _OK: Final = "ok"
 _ERROR: Final = "error"
@@ -329,14 +332,14 @@ class KafkaMetrics:
         name = stats.get("name")
         if not isinstance(name, str):
             return
-        now = time.monotonic()
+        now = _monotonic()
         with self._stats_lock:
             previous = self._stats.get(name)
             gap = now - previous[0] if previous is not None else 0.0
             self._stats[name] = (now, gap, stats)
 
     def _stats_metrics(self) -> Iterator[Metric]:
-        now = time.monotonic()
+        now = _monotonic()
         with self._stats_lock:
             for name, (at, gap, _) in list(self._stats.items()):
                 stale_after = _STALE_INTERVALS * gap if gap else _STALE_FIRST
@@ -397,10 +400,10 @@ def rdkafka_stats_metrics(documents: Iterable[dict[str, Any]]) -> Iterator[Metri
                 continue  # bootstrap and internal entries: no broker yet
             b = [*ids, str(node.get("name", ""))]
             node_rtt = node.get("rtt")
-            if not isinstance(node_rtt, dict):
-                node_rtt = {}
-            for stat in ("avg", "p50", "p99"):
-                rtt.add_metric([*b, stat], _num(node_rtt.get(stat)) / 1e6)  # librdkafka: us
+            if isinstance(node_rtt, dict) and _num(node_rtt.get("cnt")) > 0:
+                # Over the last interval; none without requests in it (no sample, not a 0).
+                for stat in ("avg", "p50", "p99"):
+                    rtt.add_metric([*b, stat], _num(node_rtt.get(stat)) / 1e6)  # from us
             outbuf.add_metric(b, _num(node.get("outbuf_cnt")))
             waitresp.add_metric(b, _num(node.get("waitresp_cnt")))
             up.add_metric(b, 1.0 if node.get("state") == "UP" else 0.0)

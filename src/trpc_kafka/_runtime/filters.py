@@ -93,7 +93,10 @@ def resolve_filters(names: Sequence[str], side: Side, *, where: str) -> list[Fil
 
     filters: list[Filter] = []
     for name in names:
-        f = get_filter(name, side)
+        try:
+            f = get_filter(name, side)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc.message}", key=exc.key, value=exc.value) from None
         if f is None:
             known = sorted({n for s, n in _registry if s == side} | set(_BUILT_IN))
             raise ConfigError(
