@@ -319,3 +319,50 @@ async def test_blocking_sends_and_headers_of_the_caller_are_kept(
     assert (header(seen[0], "traceparent") or b"")[:-3] == (
         f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}".encode()
     )
+
+
+async def test_plain_def_handlers_and_blocking_sends_continue_the_trace(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    """A plain ``def`` handler runs on a thread and sends with a blocking twin: its send span
+    is still the child of the handling span."""
+    orders, audit = new_topic(), new_topic()
+    tracing = KafkaTracing()
+    forward = new_client_proxy(
+        "fwd", target=f"kafka://{kafka_bootstrap}?topic={audit}", filters=[tracing.client_filter]
+    )
+    produce(kafka_bootstrap, orders, [b"v"])
+    server = one_service(address(kafka_bootstrap, orders))
+    server.service("consumer").add_filter(tracing.server_filter)
+    sent: list[tuple[int, int]] = []
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        sent.append(forward.send_message_sync(audit, msg.key, b"audited"))
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: bool(sent))
+    forward.close_sync()
+    (process,) = spans_of(orders)
+    (send,) = spans_of(audit)
+    assert send.context.trace_id == process.context.trace_id
+    assert send.parent is not None and send.parent.span_id == process.context.span_id
+
+    # A blocking send from a thread with a span of its own: the send span is its child.
+    tracer = trace.get_tracer("test")
+
+    def send_in_span() -> int:
+        with tracer.start_as_current_span("job") as job:
+            again = new_client_proxy(
+                "fwd2",
+                target=f"kafka://{kafka_bootstrap}?topic={audit}",
+                filters=[tracing.client_filter],
+            )
+            again.send_message_sync(audit, None, b"x")
+            again.close_sync()
+            return job.get_span_context().span_id
+
+    job_id = await asyncio.to_thread(send_in_span)
+    second = [s for s in spans_of(audit) if s.context.span_id != send.context.span_id]
+    assert len(second) == 1 and second[0].parent is not None
+    assert second[0].parent.span_id == job_id

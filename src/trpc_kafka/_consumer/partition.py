@@ -629,7 +629,9 @@ def sync_caller(
     """The innermost async handler for a plain ``def`` handler: runs it in ``executor``."""
 
     async def call(ctx: Context, req: Any) -> Any:
-        cf = executor.submit(_run_sync, fn, ctx, req)
+        # In a copy of the task's context variables (as asyncio.to_thread does): what filters
+        # set around the call, such as a trace span, is current in the handler's thread too.
+        cf = executor.submit(contextvars.copy_context().run, _run_sync, fn, ctx, req)
         try:
             return await asyncio.wrap_future(cf)
         except asyncio.CancelledError:
