@@ -38,7 +38,7 @@ from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from trpc_kafka._consumer.message import ConsumerMessage, ContinueWithoutCommit, Header
-from trpc_kafka._consumer.raw import RAW_KEY, Claim
+from trpc_kafka._observe import claim_of
 from trpc_kafka._producer.message import ProducerMessage
 from trpc_kafka._runtime.context import Context
 from trpc_kafka._runtime.errors import TrpcError, error_code
@@ -180,8 +180,8 @@ class KafkaTracing:
             PARTITION: str(first.partition),
             TRPC_SERVICE: ctx.callee_service,
         }
-        claim = ctx.value(RAW_KEY)
-        if isinstance(claim, Claim):
+        claim = claim_of(ctx)
+        if claim is not None:
             attributes[GROUP] = claim.view().session.group
         links: list[Link] = []
         parent: OtelContext | None = None  # no context in the record: the current one

@@ -16,7 +16,8 @@ for success):
   (an asynchronous send is ``ok`` once queued: its delivery outcome goes to the callbacks);
 - ``trpc_kafka_send_duration_seconds{service,topic,method}``: histogram of producer calls;
 - ``trpc_kafka_handled_messages_total{service,topic,outcome,code}``: handled messages by outcome
-  ``ok``, ``error`` (each failed attempt) or ``skipped`` (``ContinueWithoutCommit``);
+  ``ok``, ``error`` (each failed attempt), ``skipped`` (``ContinueWithoutCommit``) or
+  ``cancelled`` (a handling cut short by shutdown or revocation, delivered again later);
 - ``trpc_kafka_handle_duration_seconds{service,topic}``: histogram of handler calls (one per
   message, or per batch for batch handlers);
 - ``trpc_kafka_handler_retries_total{service,topic}``: failed handlings tried again;
@@ -44,18 +45,28 @@ for success):
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
 import time
+from bisect import bisect_left as _bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import prometheus_client
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from trpc_kafka._consumer.message import ConsumerMessage, ContinueWithoutCommit
-from trpc_kafka._consumer.raw import RAW_KEY, Claim
+from trpc_kafka._consumer.raw import Claim
+from trpc_kafka._observe import claim_of
 from trpc_kafka._producer.message import ProducerMessage
 from trpc_kafka._rdkafka_stats import add_stats_listener, remove_stats_listener
 from trpc_kafka._rdkafka_stats import set_default_interval as _set_stats_interval
@@ -84,10 +95,13 @@ LATENCY_BUCKETS: Final = (
 """Seconds: an acked send on a healthy cluster takes ~0.3 ms, a handler up to its timeout."""
 
 _monotonic = time.monotonic  # module-level: the staleness test replaces it
+_perf_counter = time.perf_counter
+_get_ident = threading.get_ident
 
 _OK: Final = "ok"
 _ERROR: Final = "error"
 _SKIPPED: Final = "skipped"
+_CANCELLED: Final = "cancelled"
 _STALE_INTERVALS: Final = 3
 """A client's statistics are dropped when this many of its intervals passed without a new one."""
 _STALE_FIRST: Final = 60.0
@@ -109,32 +123,7 @@ class KafkaMetrics:
         rdkafka_stats: bool = True,
     ) -> None:
         self.registry = registry
-        self.sent = Counter(
-            "trpc_kafka_sent_messages",
-            "Producer calls by service, topic, method, outcome (ok, error) and tRPC code",
-            ["service", "topic", "method", "outcome", "code"],
-            registry=registry,
-        )
-        self.send_duration = Histogram(
-            "trpc_kafka_send_duration_seconds",
-            "Duration of producer calls (an acked send: until the broker acknowledged it)",
-            ["service", "topic", "method"],
-            buckets=buckets,
-            registry=registry,
-        )
-        self.handled = Counter(
-            "trpc_kafka_handled_messages",
-            "Messages handled by service, topic, outcome (ok, error, skipped) and tRPC code",
-            ["service", "topic", "outcome", "code"],
-            registry=registry,
-        )
-        self.handle_duration = Histogram(
-            "trpc_kafka_handle_duration_seconds",
-            "Duration of handler calls (one message, or one batch)",
-            ["service", "topic"],
-            buckets=buckets,
-            registry=registry,
-        )
+        self._bounds = tuple(sorted(float(b) for b in buckets if b != float("inf")))
         self.retries = Counter(
             "trpc_kafka_handler_retries",
             "Failed handlings tried again",
@@ -153,11 +142,17 @@ class KafkaMetrics:
             ["service", "topic"],
             registry=registry,
         )
-        # Label children by label values, made once (labels() costs ~1 us a call).
-        self._send_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._sent_children: dict[tuple[str, str, str, str, str], Any] = {}
-        self._handle_children: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._handled_children: dict[tuple[str, str, str, str], Any] = {}
+        # Sends and handlings are counted in plain objects, one per thread and label set, so
+        # the hot path takes no lock (prometheus_client's Counter and Histogram take one per
+        # value: ~3x the cost); they are summed at scrape time.
+        # (thread, service, topic, method) -> timing and ok count of sends
+        self._sends: dict[tuple[int, str, str, str], _Timing] = {}
+        # (thread, service, topic, method, outcome, code) -> count of failed sends
+        self._send_failures: dict[tuple[int, str, str, str, str, str], _Count] = {}
+        # (thread, service, topic) -> timing and ok count of handlings
+        self._handlings: dict[tuple[int, str, str], _Timing] = {}
+        # (thread, service, topic, outcome, code) -> count of failed or skipped messages
+        self._handling_outcomes: dict[tuple[int, str, str, str, str], _Count] = {}
         # The last offset each partition claim (one per partition and assignment) handled.
         self._positions: dict[Claim, int] = {}
         self._claim_services: dict[Claim, str] = {}
@@ -179,10 +174,6 @@ class KafkaMetrics:
         registry = self.registry
         if registry is not None:
             for collector in (
-                self.sent,
-                self.send_duration,
-                self.handled,
-                self.handle_duration,
                 self.retries,
                 self.dead_letters,
                 self.dropped,
@@ -195,7 +186,7 @@ class KafkaMetrics:
 
     async def client_filter(self, ctx: Context, req: Any, next: Handler) -> Any:
         """Counts and times every producer call."""
-        start = time.perf_counter()
+        start = _perf_counter()
         try:
             rsp = await next(ctx, req)
         except BaseException as exc:
@@ -205,27 +196,22 @@ class KafkaMetrics:
         return rsp
 
     def _sent(self, ctx: Context, req: Any, start: float, outcome: str, code: int) -> None:
-        elapsed = time.perf_counter() - start
+        elapsed = _perf_counter() - start
         topic = req.topic if isinstance(req, ProducerMessage) and isinstance(req.topic, str) else ""
-        service = ctx.callee_service
-        method = ctx.callee_method
-        key = (service, topic, method)
-        children = self._send_children.get(key)
-        if children is None:
-            children = self._send_children[key] = (
-                self.send_duration.labels(service, topic, method),
-                self.sent.labels(service, topic, method, _OK, "0"),
-            )
-        children[0].observe(elapsed)
+        key = (_get_ident(), ctx.callee_service, topic, ctx.callee_method)
+        timing = self._sends.get(key)
+        if timing is None:
+            timing = self._sends[key] = _Timing(len(self._bounds))
+        timing.buckets[_bisect_left(self._bounds, elapsed)] += 1
+        timing.seconds += elapsed
         if outcome is _OK:
-            children[1].inc()
+            timing.ok += 1
             return
-        code_text = str(code)
-        full = (service, topic, method, outcome, code_text)
-        counter = self._sent_children.get(full)
+        full = (*key, outcome, str(code))
+        counter = self._send_failures.get(full)
         if counter is None:
-            counter = self._sent_children[full] = self.sent.labels(*full)
-        counter.inc()
+            counter = self._send_failures[full] = _Count()
+        counter.n += 1
 
     async def server_filter(self, ctx: Context, req: Any, next: Handler) -> Any:
         """Counts and times every handling; keeps the partition's position for the lag."""
@@ -240,43 +226,46 @@ class KafkaMetrics:
         else:
             return await next(ctx, req)
         service = ctx.callee_service
-        claim = ctx.value(RAW_KEY)
-        if isinstance(claim, Claim) and claim not in self._positions:
+        claim = claim_of(ctx)
+        if claim is not None and claim not in self._positions:
             # Before the first handling: a handler stuck on it still shows the lag.
             self._new_claim(claim, service, (req[0] if count > 1 else last).offset - 1)
-        start = time.perf_counter()
+        start = _perf_counter()
+        outcome = _OK
+        code = 0
         try:
-            rsp = await next(ctx, req)
+            return await next(ctx, req)
         except ContinueWithoutCommit:
-            self._handled(service, topic, start, count, _SKIPPED, 0)
-            if isinstance(claim, Claim):
-                self._positions[claim] = last.offset
+            outcome = _SKIPPED
             raise
         except BaseException as exc:
-            self._handled(service, topic, start, count, _ERROR, error_code(exc))
+            # Cancelled: stopped at shutdown or revocation (not the handler's failure).
+            outcome = _CANCELLED if isinstance(exc, asyncio.CancelledError) else _ERROR
+            code = error_code(exc)
             raise
-        key = (service, topic)
-        children = self._handle_children.get(key)
-        if children is None:
-            children = self._handle_children[key] = (
-                self.handle_duration.labels(service, topic),
-                self.handled.labels(service, topic, _OK, "0"),
-            )
-        children[0].observe(time.perf_counter() - start)
-        children[1].inc(count)
-        if isinstance(claim, Claim):
-            self._positions[claim] = last.offset
-        return rsp
+        finally:
+            elapsed = _perf_counter() - start
+            key = (_get_ident(), service, topic)
+            timing = self._handlings.get(key)
+            if timing is None:
+                timing = self._handlings[key] = _Timing(len(self._bounds))
+            timing.buckets[_bisect_left(self._bounds, elapsed)] += 1
+            timing.seconds += elapsed
+            if outcome is _OK:
+                timing.ok += count
+            else:
+                self._handling_outcome(key, outcome, code, count)
+            if (outcome is _OK or outcome is _SKIPPED) and claim is not None:
+                self._positions[claim] = last.offset
 
-    def _handled(  # noqa: PLR0917 - private, called from two places
-        self, service: str, topic: str, start: float, count: int, outcome: str, code: int
+    def _handling_outcome(
+        self, key: tuple[int, str, str], outcome: str, code: int, count: int
     ) -> None:
-        self.handle_duration.labels(service, topic).observe(time.perf_counter() - start)
-        full = (service, topic, outcome, str(code))
-        counter = self._handled_children.get(full)
+        full = (*key, outcome, str(code))
+        counter = self._handling_outcomes.get(full)
         if counter is None:
-            counter = self._handled_children[full] = self.handled.labels(*full)
-        counter.inc(count)
+            counter = self._handling_outcomes[full] = _Count()
+        counter.n += count
 
     def _new_claim(self, claim: Claim, service: str, offset: int) -> None:
         # A partition assigned again gets a new claim: the old one's position goes.
@@ -306,6 +295,35 @@ class KafkaMetrics:
             self.dead_letters.labels(service, topic, dead_letter_topic).inc(count)
 
     # -- scrape time ---------------------------------------------------------------------------
+
+    def _call_metrics(self) -> Iterator[Metric]:
+        """Sends and handlings: the per-thread objects summed by label set."""
+        bounds = self._bounds
+        sent = CounterMetricFamily(
+            "trpc_kafka_sent_messages",
+            "Producer calls by service, topic, method, outcome (ok, error) and tRPC code",
+            labels=["service", "topic", "method", "outcome", "code"],
+        )
+        send_duration = HistogramMetricFamily(
+            "trpc_kafka_send_duration_seconds",
+            "Duration of producer calls (an acked send: until the broker acknowledged it)",
+            labels=["service", "topic", "method"],
+        )
+        _add_timings(sent, send_duration, self._sends, bounds)
+        _add_counts(sent, self._send_failures)
+        handled = CounterMetricFamily(
+            "trpc_kafka_handled_messages",
+            "Messages handled by service, topic, outcome (ok, error, skipped, cancelled), code",
+            labels=["service", "topic", "outcome", "code"],
+        )
+        handle_duration = HistogramMetricFamily(
+            "trpc_kafka_handle_duration_seconds",
+            "Duration of handler calls (one message, or one batch)",
+            labels=["service", "topic"],
+        )
+        _add_timings(handled, handle_duration, self._handlings, bounds)
+        _add_counts(handled, self._handling_outcomes)
+        yield from (sent, send_duration, handled, handle_duration)
 
     def _lag_metric(self) -> Metric:
         lag = GaugeMetricFamily(
@@ -356,11 +374,72 @@ class _Collector(Collector):
         self._metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
+        yield from self._metrics._call_metrics()
         yield self._metrics._lag_metric()
         yield from self._metrics._stats_metrics()
 
     def describe(self) -> Iterable[Metric]:
-        return ()  # computed at scrape time: nothing to check for name clashes up front
+        # The families without samples: the registry refuses a second set of the same names.
+        yield from self._metrics._call_metrics()
+        yield self._metrics._lag_metric()
+        yield from rdkafka_stats_metrics(())
+
+
+class _Timing:
+    """Latency buckets (the last one past every bound), their sum and the successes of one
+    label set, written by one thread."""
+
+    __slots__ = ("buckets", "ok", "seconds")
+
+    def __init__(self, bounds: int) -> None:
+        self.buckets = [0] * (bounds + 1)
+        self.seconds = 0.0
+        self.ok = 0
+
+
+class _Count:
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def _add_timings(
+    counter: CounterMetricFamily,
+    histogram: HistogramMetricFamily,
+    timings: dict[Any, _Timing],
+    bounds: tuple[float, ...],
+) -> None:
+    summed: dict[tuple[str, ...], tuple[list[int], float, int]] = {}
+    for key, timing in list(timings.items()):
+        labels = key[1:]  # without the thread
+        buckets, seconds, ok = summed.get(labels, ([0] * (len(bounds) + 1), 0.0, 0))
+        summed[labels] = (
+            [a + b for a, b in zip(buckets, timing.buckets, strict=True)],
+            seconds + timing.seconds,
+            ok + timing.ok,
+        )
+    for labels, (buckets, seconds, ok) in summed.items():
+        cumulative = list(itertools.accumulate(buckets))
+        histogram.add_metric(
+            list(labels),
+            [
+                (floatToGoString(b), c)  # type: ignore[no-untyped-call]
+                for b, c in zip(bounds, cumulative, strict=False)
+            ]
+            + [("+Inf", cumulative[-1])],
+            seconds,
+        )
+        if ok:
+            counter.add_metric([*labels, _OK, "0"], ok)
+
+
+def _add_counts(counter: CounterMetricFamily, counts: dict[Any, _Count]) -> None:
+    summed: dict[tuple[str, ...], int] = {}
+    for key, count in list(counts.items()):
+        summed[key[1:]] = summed.get(key[1:], 0) + count.n
+    for labels, n in summed.items():
+        counter.add_metric(list(labels), n)
 
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:

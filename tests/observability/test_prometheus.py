@@ -82,8 +82,11 @@ async def test_sends_handlings_retries_dead_letters_by_outcome_and_code(
         filters=[m.client_filter],
         timeout=10,
     )
-    for value_ in (b"ok-1", b"fail", b"skip", b"ok-2"):
+    for value_ in (b"ok-1", b"fail", b"skip"):
         await proxy.send_message(topic, b"k", value_)
+    # From another thread (the blocking twin runs on the sync-call loop): counted in the same
+    # series as the ones from the event loop.
+    await asyncio.to_thread(proxy.send_message_sync, topic, b"k", b"ok-2")
     await proxy.async_send_message(topic, b"k", b"ok-3")
     with pytest.raises(TrpcError):
         await proxy.send_message(topic, 12, b"v")  # type: ignore[arg-type]
@@ -294,3 +297,14 @@ def test_start_http_server_serves_the_default_registry() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_second_set_in_one_registry_is_refused() -> None:
+    registry = CollectorRegistry()
+    first = KafkaMetrics(registry, rdkafka_stats=False)
+    try:
+        with pytest.raises(ValueError, match="Duplicated timeseries"):
+            KafkaMetrics(registry, rdkafka_stats=False)
+    finally:
+        first.close()
+    KafkaMetrics(registry, rdkafka_stats=False).close()  # once closed, the names are free

@@ -1,0 +1,220 @@
+"""Cost per message of the observability filters, producer and consumer, against the real broker.
+
+    .venv/bin/python bench/observability.py [--bootstrap HOST:PORT] [--messages 100000] [--rounds 3]
+
+Without ``--bootstrap`` a local broker is started in a temporary directory and stopped at the
+end. Variants, interleaved over ``--rounds`` rounds in this one process:
+
+- ``none``: no filters (the hot paths of the library);
+- ``noop``: one ``async def f(ctx, req, next): return await next(ctx, req)`` filter: what any
+  filter costs (the chain, the request object, the call context);
+- ``prometheus``: the Prometheus filters, counting into a registry of their own;
+- ``otel``: the OpenTelemetry filters with the SDK's TracerProvider, every span sampled and
+  handed to a BatchSpanProcessor whose exporter drops it (an OTLP exporter without its network);
+- ``otel-api``: the OpenTelemetry filters with no SDK configured (the API's no-op tracer): the
+  cost of listing ``otel`` in a service that exports nothing;
+- ``both``: ``prometheus`` and ``otel`` together.
+
+Producer: ``--messages`` ``async_send_message`` calls of 100-byte values, then ``close()``
+(flush); the time of the calls and the flush, per message. Consumer: a 6-partition topic
+pre-loaded with ``--messages`` values, drained by a service with a no-op ``async def`` handler,
+a fresh group per run; the time from the first message handled to the last, per message.
+Medians go to ``bench/results/observability.json``; ``bench/results/observability.md`` discusses
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).with_name("results") / "observability.json"
+PARTITIONS = 6
+VALUE = b"x" * 100
+VARIANTS = ("none", "noop", "prometheus", "otel", "otel-api", "both")
+
+Filters = tuple[list[Any], list[Any]]  # (client filters, server filters)
+
+
+def make_filters() -> dict[str, Filters]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.trace import NoOpTracerProvider
+    from prometheus_client import CollectorRegistry
+
+    from trpc_kafka._runtime.context import Context
+    from trpc_kafka._runtime.filters import Handler
+    from trpc_kafka.otel import KafkaTracing
+    from trpc_kafka.prometheus import KafkaMetrics
+
+    class Drop(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    async def noop(ctx: Context, req: Any, next: Handler) -> Any:
+        return await next(ctx, req)
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=100_000))
+    otel = KafkaTracing(tracer_provider=provider)
+    otel_api = KafkaTracing(tracer_provider=NoOpTracerProvider())
+    metrics = KafkaMetrics(CollectorRegistry(), rdkafka_stats=False)
+    return {
+        "none": ([], []),
+        "noop": ([noop], [noop]),
+        "prometheus": ([metrics.client_filter], [metrics.server_filter]),
+        "otel": ([otel.client_filter], [otel.server_filter]),
+        "otel-api": ([otel_api.client_filter], [otel_api.server_filter]),
+        "both": (
+            [metrics.client_filter, otel.client_filter],
+            [metrics.server_filter, otel.server_filter],
+        ),
+    }
+
+
+async def run_producer(bootstrap: str, topic: str, n: int, filters: list[Any]) -> float:
+    """Seconds per message of n async sends and the flush."""
+    from trpc_kafka import new_client_proxy
+
+    proxy = new_client_proxy(
+        "bench.producer",
+        target=f"kafka://{bootstrap}?topic={topic}&compression=none",
+        filters=filters,
+    )
+    await proxy.send_message(topic, None, VALUE)  # connected and warmed up, not timed
+    send = proxy.async_send_message
+    start = time.perf_counter()
+    for _ in range(n):
+        await send(topic, None, VALUE)
+    await proxy.close(timeout=60)
+    return (time.perf_counter() - start) / n
+
+
+async def run_consumer(bootstrap: str, topic: str, n: int, filters: list[Any]) -> float:
+    """Seconds per message handled, first to last."""
+    from trpc_kafka import ConsumerMessage, register_kafka_handler_service
+    from trpc_kafka._runtime.context import Context
+    from trpc_kafka._runtime.server import Server, Service
+
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    server = Server()
+    server.add_service(
+        Service(
+            "bench.consumer",
+            address=f"{bootstrap}?topics={topic}&group={group}&initial=oldest",
+            filters=filters,
+        )
+    )
+    seen = 0
+    first = end = 0.0
+    done = asyncio.Event()
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        nonlocal seen, first, end
+        if not seen:
+            first = time.perf_counter()
+        seen += 1
+        if seen == n:
+            end = time.perf_counter()
+            done.set()
+
+    register_kafka_handler_service(server, handle)
+    task = asyncio.create_task(server.serve())
+    await asyncio.wait_for(done.wait(), 600)
+    await server.close()
+    await task
+    return (end - first) / (n - 1)
+
+
+def preload(bootstrap: str, n: int) -> str:
+    from confluent_kafka import Producer
+
+    from trpc_kafka._tools.broker import create_topic
+
+    topic = f"bench-observability-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, partitions=PARTITIONS)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(topic, VALUE, partition=i % PARTITIONS)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120):
+        raise RuntimeError("pre-load: flush timed out")
+    return topic
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    if "none" not in variants:
+        variants.insert(0, "none")  # the baseline of every figure
+
+    from trpc_kafka._tools.broker import broker_or_temporary, create_topic
+
+    filters = make_filters()
+    producer_us: dict[str, list[float]] = {v: [] for v in variants}
+    consumer_us: dict[str, list[float]] = {v: [] for v in variants}
+    with broker_or_temporary(args.bootstrap) as bootstrap:
+        source = preload(bootstrap, args.messages)
+        sink = f"bench-observability-out-{uuid.uuid4().hex[:8]}"
+        create_topic(bootstrap, sink, partitions=PARTITIONS)
+        for round_no in range(args.rounds):
+            for v in variants:
+                client, server = filters[v]
+                p = asyncio.run(run_producer(bootstrap, sink, args.messages, client)) * 1e6
+                c = asyncio.run(run_consumer(bootstrap, source, args.messages, server)) * 1e6
+                producer_us[v].append(p)
+                consumer_us[v].append(c)
+                print(
+                    f"round {round_no + 1} {v:10s} producer {p:6.2f} us/msg  "
+                    f"consumer {c:6.2f} us/msg",
+                    flush=True,
+                )
+
+    def medians(runs: dict[str, list[float]]) -> dict[str, float]:
+        return {v: round(statistics.median(r), 3) for v, r in runs.items() if r}
+
+    producer = medians(producer_us)
+    consumer = medians(consumer_us)
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "messages": args.messages,
+        "rounds": args.rounds,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "producer_us_per_message": producer,
+        "consumer_us_per_message": consumer,
+        "runs": {"producer": producer_us, "consumer": consumer_us},
+    }
+    for v in variants:
+        print(
+            f"{v:10s} producer {producer[v]:6.2f} us/msg (+{producer[v] - producer['none']:.2f}), "
+            f"consumer {consumer[v]:6.2f} us/msg (+{consumer[v] - consumer['none']:.2f})"
+        )
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
