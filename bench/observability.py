@@ -15,18 +15,24 @@ end. Variants, interleaved over ``--rounds`` rounds in this one process:
   cost of listing ``otel`` in a service that exports nothing;
 - ``both``: ``prometheus`` and ``otel`` together.
 
-Producer: ``--messages`` ``async_send_message`` calls of 100-byte values, then ``close()``
-(flush); the time of the calls and the flush, per message. Consumer: a 6-partition topic
-pre-loaded with ``--messages`` values, drained by a service with a no-op ``async def`` handler,
-a fresh group per run; the time from the first message handled to the last, per message.
-Medians go to ``bench/results/observability.json``; ``bench/results/observability.md`` discusses
-them.
+First, without a broker, the cost of each filter pair alone (``--filter-calls`` calls of the
+chain around a no-op innermost handler, with the objects the library passes: a
+``ProducerMessage`` and a call context, a consumer context with its partition claim and a
+message with a ``traceparent`` header); the minimum and median over ``--rounds`` x 5 runs, in
+us per call: robust on a busy machine. Then against the broker: producer, ``--messages``
+``async_send_message`` calls of 100-byte values, then ``close()`` (flush), the time of the calls
+and the flush per message; consumer, a 6-partition topic pre-loaded with ``--messages`` values,
+drained by a service with a no-op ``async def`` handler, a fresh group per run, the time from
+the first message handled to the last, per message. Results go to
+``bench/results/observability.json``; ``bench/results/observability.md`` discusses them.
+``--no-broker`` runs the first part only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import statistics
@@ -139,6 +145,45 @@ async def run_consumer(bootstrap: str, topic: str, n: int, filters: list[Any]) -
     return (end - first) / (n - 1)
 
 
+async def filter_cost(filters: Filters, calls: int) -> tuple[float, float]:
+    """Microseconds per call of the client chain and of the server chain, no I/O."""
+    from trpc_kafka._consumer.message import ConsumerMessage
+    from trpc_kafka._consumer.partition import ConsumerContext
+    from trpc_kafka._consumer.raw import Claim, GroupSessionView
+    from trpc_kafka._producer.message import ProducerMessage
+    from trpc_kafka._runtime.context import Context
+    from trpc_kafka._runtime.filters import chain
+
+    class Source:  # what a consumer service offers a claim
+        def session_view(self) -> GroupSessionView:
+            return GroupSessionView("bench", "member-1", 1, (("orders", 0),))
+
+        def high_watermark(self, topic: str, partition: int) -> int | None:
+            return calls
+
+    async def innermost(ctx: Context, req: Any) -> Any:
+        return None
+
+    claim = Claim(Source(), "orders", 0)
+    header = [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+    msgs = [
+        ConsumerMessage("orders", 0, i, key=b"user-1", value=VALUE, headers=header)
+        for i in range(calls)
+    ]
+    client = chain(filters[0], innermost)
+    server = chain(filters[1], innermost)
+    start = time.perf_counter()
+    for _ in range(calls):
+        ctx = Context(callee_service="p", rpc_name="/p/asyncSend", callee_method="asyncSend")
+        await client(ctx, ProducerMessage("orders", VALUE, b"user-1"))
+    client_us = (time.perf_counter() - start) / calls * 1e6
+    start = time.perf_counter()
+    for msg in msgs:
+        await server(ConsumerContext("svc", "orders", claim, None, None), msg)
+    server_us = (time.perf_counter() - start) / calls * 1e6
+    return client_us, server_us
+
+
 def preload(bootstrap: str, n: int) -> str:
     from confluent_kafka import Producer
 
@@ -165,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--filter-calls", type=int, default=20_000)
+    parser.add_argument("--no-broker", action="store_true")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     if "none" not in variants:
@@ -173,13 +220,33 @@ def main(argv: list[str] | None = None) -> int:
     from trpc_kafka._tools.broker import broker_or_temporary, create_topic
 
     filters = make_filters()
+    alone: dict[str, dict[str, list[float]]] = {
+        side: {v: [] for v in variants} for side in ("client", "server")
+    }
+    for _ in range(args.rounds * 5):
+        for v in variants:
+            c, srv = asyncio.run(filter_cost(filters[v], args.filter_calls))
+            alone["client"][v].append(c)
+            alone["server"][v].append(srv)
+    for v in variants:
+        print(
+            f"alone {v:10s} client {min(alone['client'][v]):6.2f} us/call (min), "
+            f"{statistics.median(alone['client'][v]):6.2f} (median); "
+            f"server {min(alone['server'][v]):6.2f} (min), "
+            f"{statistics.median(alone['server'][v]):6.2f} (median)",
+            flush=True,
+        )
     producer_us: dict[str, list[float]] = {v: [] for v in variants}
     consumer_us: dict[str, list[float]] = {v: [] for v in variants}
-    with broker_or_temporary(args.bootstrap) as bootstrap:
-        source = preload(bootstrap, args.messages)
-        sink = f"bench-observability-out-{uuid.uuid4().hex[:8]}"
-        create_topic(bootstrap, sink, partitions=PARTITIONS)
-        for round_no in range(args.rounds):
+    with contextlib.ExitStack() as stack:
+        if args.no_broker:
+            bootstrap = ""
+        else:
+            bootstrap = stack.enter_context(broker_or_temporary(args.bootstrap))
+            source = preload(bootstrap, args.messages)
+            sink = f"bench-observability-out-{uuid.uuid4().hex[:8]}"
+            create_topic(bootstrap, sink, partitions=PARTITIONS)
+        for round_no in range(0 if args.no_broker else args.rounds):
             for v in variants:
                 client, server = filters[v]
                 p = asyncio.run(run_producer(bootstrap, sink, args.messages, client)) * 1e6
@@ -195,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     def medians(runs: dict[str, list[float]]) -> dict[str, float]:
         return {v: round(statistics.median(r), 3) for v, r in runs.items() if r}
 
+    def minima(runs: dict[str, list[float]]) -> dict[str, float]:
+        return {v: round(min(r), 3) for v, r in runs.items() if r}
+
     producer = medians(producer_us)
     consumer = medians(consumer_us)
     report = {
@@ -203,11 +273,20 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "filter_calls": args.filter_calls,
+        "alone_client_us_per_call": {
+            "min": minima(alone["client"]),
+            "median": medians(alone["client"]),
+        },
+        "alone_server_us_per_call": {
+            "min": minima(alone["server"]),
+            "median": medians(alone["server"]),
+        },
         "producer_us_per_message": producer,
         "consumer_us_per_message": consumer,
         "runs": {"producer": producer_us, "consumer": consumer_us},
     }
-    for v in variants:
+    for v in variants if producer else ():
         print(
             f"{v:10s} producer {producer[v]:6.2f} us/msg (+{producer[v] - producer['none']:.2f}), "
             f"consumer {consumer[v]:6.2f} us/msg (+{consumer[v] - consumer['none']:.2f})"

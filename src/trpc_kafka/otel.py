@@ -38,6 +38,7 @@ from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from trpc_kafka._consumer.message import ConsumerMessage, ContinueWithoutCommit, Header
+from trpc_kafka._consumer.raw import Claim
 from trpc_kafka._observe import claim_of
 from trpc_kafka._producer.message import ProducerMessage
 from trpc_kafka._runtime.context import Context
@@ -64,6 +65,9 @@ TRPC_CODE: Final = "trpc.error.code"
 TRPC_SERVICE: Final = "trpc.service"
 TRPC_METHOD: Final = "trpc.method"
 SKIPPED: Final = "trpc_kafka.skipped"
+
+_MAX_CLAIMS: Final = 4096
+"""Claims whose group is remembered at most (one per partition and assignment)."""
 
 _MAX_LINKS: Final = 128
 """Links of one batch span at most (the SDK's default span link limit)."""
@@ -107,6 +111,8 @@ class KafkaTracing:
 
         self._tracer = trace.get_tracer("trpc_kafka", __version__, tracer_provider=tracer_provider)
         self._propagator = propagator
+        # The group of each partition claim (a claim belongs to one service's assignment).
+        self._groups: dict[Claim, str] = {}
 
     def _inject(self, carrier: dict[str, str]) -> None:
         if self._propagator is None:
@@ -182,7 +188,12 @@ class KafkaTracing:
         }
         claim = claim_of(ctx)
         if claim is not None:
-            attributes[GROUP] = claim.view().session.group
+            group = self._groups.get(claim)
+            if group is None:
+                if len(self._groups) >= _MAX_CLAIMS:
+                    self._groups.clear()
+                group = self._groups[claim] = claim.view().session.group
+            attributes[GROUP] = group
         links: list[Link] = []
         parent: OtelContext | None = None  # no context in the record: the current one
         if req is first:
