@@ -189,3 +189,15 @@ def test_a_client_that_stopped_reporting_disappears(monkeypatch: pytest.MonkeyPa
         assert clients() == set()
     finally:
         metrics.close()
+
+
+def test_enable_rdkafka_stats_sets_the_default_for_new_clients() -> None:
+    prometheus_mod.enable_rdkafka_stats(0.5)
+    settings = producer_settings(parse_address("kafka://127.0.0.1:9092?topic=t"))
+    assert settings["statistics.interval.ms"] == 500
+    assert settings["stats_cb"] is stats_mod._dispatch
+    for bad in (-1, True, "15"):
+        with pytest.raises(ValueError, match="interval must be seconds >= 0"):
+            prometheus_mod.enable_rdkafka_stats(bad)  # type: ignore[arg-type]
+    prometheus_mod.enable_rdkafka_stats(0)
+    assert "stats_cb" not in producer_settings(parse_address("kafka://127.0.0.1:9092?topic=t"))
