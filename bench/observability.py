@@ -18,14 +18,14 @@ end. Variants, interleaved over ``--rounds`` rounds in this one process:
 First, without a broker, the cost of each filter pair alone (``--filter-calls`` calls of the
 chain around a no-op innermost handler, with the objects the library passes: a
 ``ProducerMessage`` and a call context, a consumer context with its partition claim and a
-message with a ``traceparent`` header); the minimum and median over ``--rounds`` x 5 runs, in
-us per call: robust on a busy machine. Then against the broker: producer, ``--messages``
-``async_send_message`` calls of 100-byte values, then ``close()`` (flush), the time of the calls
-and the flush per message; consumer, a 6-partition topic pre-loaded with ``--messages`` values,
-drained by a service with a no-op ``async def`` handler, a fresh group per run, the time from
-the first message handled to the last, per message. Results go to
-``bench/results/observability.json``; ``bench/results/observability.md`` discusses them.
-``--no-broker`` runs the first part only.
+message with a ``traceparent`` header): the minimum and median over ``--rounds`` x 3 runs of
+the thread's CPU time, in us per call, robust on a busy machine. Then against the broker:
+producer, ``--messages`` ``async_send_message`` calls of 100-byte values, then ``close()``
+(flush), per message; consumer, a 6-partition topic pre-loaded with ``--messages`` values,
+drained by a service with a no-op ``async def`` handler, a fresh group per run, from the first
+message handled to the last, per message; both as wall time and as the process's CPU time
+(librdkafka's threads included). Results go to ``bench/results/observability.json``;
+``bench/results/observability.md`` discusses them. ``--no-broker`` runs the first part only.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -91,8 +92,10 @@ def make_filters() -> dict[str, Filters]:
     }
 
 
-async def run_producer(bootstrap: str, topic: str, n: int, filters: list[Any]) -> float:
-    """Seconds per message of n async sends and the flush."""
+async def run_producer(
+    bootstrap: str, topic: str, n: int, filters: list[Any]
+) -> tuple[float, float]:
+    """Seconds per message of n async sends and the flush: wall time, process CPU time."""
     from trpc_kafka import new_client_proxy
 
     proxy = new_client_proxy(
@@ -103,14 +106,17 @@ async def run_producer(bootstrap: str, topic: str, n: int, filters: list[Any]) -
     await proxy.send_message(topic, None, VALUE)  # connected and warmed up, not timed
     send = proxy.async_send_message
     start = time.perf_counter()
+    cpu = time.process_time()
     for _ in range(n):
         await send(topic, None, VALUE)
     await proxy.close(timeout=60)
-    return (time.perf_counter() - start) / n
+    return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n
 
 
-async def run_consumer(bootstrap: str, topic: str, n: int, filters: list[Any]) -> float:
-    """Seconds per message handled, first to last."""
+async def run_consumer(
+    bootstrap: str, topic: str, n: int, filters: list[Any]
+) -> tuple[float, float]:
+    """Seconds per message handled, first to last: wall time, process CPU time."""
     from trpc_kafka import ConsumerMessage, register_kafka_handler_service
     from trpc_kafka._runtime.context import Context
     from trpc_kafka._runtime.server import Server, Service
@@ -125,16 +131,18 @@ async def run_consumer(bootstrap: str, topic: str, n: int, filters: list[Any]) -
         )
     )
     seen = 0
-    first = end = 0.0
+    first = end = first_cpu = end_cpu = 0.0
     done = asyncio.Event()
 
     async def handle(ctx: Context, msg: ConsumerMessage) -> None:
-        nonlocal seen, first, end
+        nonlocal seen, first, end, first_cpu, end_cpu
         if not seen:
             first = time.perf_counter()
+            first_cpu = time.process_time()
         seen += 1
         if seen == n:
             end = time.perf_counter()
+            end_cpu = time.process_time()
             done.set()
 
     register_kafka_handler_service(server, handle)
@@ -142,7 +150,7 @@ async def run_consumer(bootstrap: str, topic: str, n: int, filters: list[Any]) -
     await asyncio.wait_for(done.wait(), 600)
     await server.close()
     await task
-    return (end - first) / (n - 1)
+    return (end - first) / (n - 1), (end_cpu - first_cpu) / (n - 1)
 
 
 async def filter_cost(filters: Filters, calls: int) -> tuple[float, float]:
@@ -172,15 +180,16 @@ async def filter_cost(filters: Filters, calls: int) -> tuple[float, float]:
     ]
     client = chain(filters[0], innermost)
     server = chain(filters[1], innermost)
-    start = time.perf_counter()
+    # CPU time of this thread: what the calls cost, however busy the machine is.
+    start = time.thread_time()
     for _ in range(calls):
         ctx = Context(callee_service="p", rpc_name="/p/asyncSend", callee_method="asyncSend")
         await client(ctx, ProducerMessage("orders", VALUE, b"user-1"))
-    client_us = (time.perf_counter() - start) / calls * 1e6
-    start = time.perf_counter()
+    client_us = (time.thread_time() - start) / calls * 1e6
+    start = time.thread_time()
     for msg in msgs:
         await server(ConsumerContext("svc", "orders", claim, None, None), msg)
-    server_us = (time.perf_counter() - start) / calls * 1e6
+    server_us = (time.thread_time() - start) / calls * 1e6
     return client_us, server_us
 
 
@@ -223,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     alone: dict[str, dict[str, list[float]]] = {
         side: {v: [] for v in variants} for side in ("client", "server")
     }
-    for _ in range(args.rounds * 5):
+    for _ in range(args.rounds * 3):
         for v in variants:
             c, srv = asyncio.run(filter_cost(filters[v], args.filter_calls))
             alone["client"][v].append(c)
@@ -238,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     producer_us: dict[str, list[float]] = {v: [] for v in variants}
     consumer_us: dict[str, list[float]] = {v: [] for v in variants}
+    producer_cpu: dict[str, list[float]] = {v: [] for v in variants}
+    consumer_cpu: dict[str, list[float]] = {v: [] for v in variants}
     with contextlib.ExitStack() as stack:
         if args.no_broker:
             bootstrap = ""
@@ -249,13 +260,16 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(0 if args.no_broker else args.rounds):
             for v in variants:
                 client, server = filters[v]
-                p = asyncio.run(run_producer(bootstrap, sink, args.messages, client)) * 1e6
-                c = asyncio.run(run_consumer(bootstrap, source, args.messages, server)) * 1e6
-                producer_us[v].append(p)
-                consumer_us[v].append(c)
+                p, p_cpu = asyncio.run(run_producer(bootstrap, sink, args.messages, client))
+                c, c_cpu = asyncio.run(run_consumer(bootstrap, source, args.messages, server))
+                producer_us[v].append(p * 1e6)
+                consumer_us[v].append(c * 1e6)
+                producer_cpu[v].append(p_cpu * 1e6)
+                consumer_cpu[v].append(c_cpu * 1e6)
                 print(
-                    f"round {round_no + 1} {v:10s} producer {p:6.2f} us/msg  "
-                    f"consumer {c:6.2f} us/msg",
+                    f"round {round_no + 1} {v:10s} producer {p * 1e6:6.2f} us/msg "
+                    f"(CPU {p_cpu * 1e6:6.2f})  consumer {c * 1e6:6.2f} us/msg "
+                    f"(CPU {c_cpu * 1e6:6.2f})",
                     flush=True,
                 )
 
@@ -274,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "filter_calls": args.filter_calls,
+        "load_average_at_end": os.getloadavg()[0],
         "alone_client_us_per_call": {
             "min": minima(alone["client"]),
             "median": medians(alone["client"]),
@@ -284,7 +299,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "producer_us_per_message": producer,
         "consumer_us_per_message": consumer,
-        "runs": {"producer": producer_us, "consumer": consumer_us},
+        "producer_cpu_us_per_message": medians(producer_cpu),
+        "consumer_cpu_us_per_message": medians(consumer_cpu),
+        "runs": {
+            "producer": producer_us,
+            "consumer": consumer_us,
+            "producer_cpu": producer_cpu,
+            "consumer_cpu": consumer_cpu,
+        },
     }
     for v in variants if producer else ():
         print(
