@@ -59,7 +59,6 @@ KEY: Final = "messaging.kafka.message.key"
 TOMBSTONE: Final = "messaging.kafka.message.tombstone"
 GROUP: Final = "messaging.consumer.group.name"
 BATCH_COUNT: Final = "messaging.batch.message_count"
-BODY_SIZE: Final = "messaging.message.body.size"
 ERROR_TYPE: Final = "error.type"
 TRPC_CODE: Final = "trpc.error.code"
 TRPC_SERVICE: Final = "trpc.service"
@@ -254,8 +253,6 @@ def _message_attributes(attributes: dict[str, Any], key: object, value: object) 
         attributes[KEY] = key
     if value is None:
         attributes[TOMBSTONE] = True
-    elif isinstance(value, bytes):
-        attributes[BODY_SIZE] = len(value)
 
 
 def _with_headers(headers: object, fields: dict[str, str]) -> list[tuple[str, Any]] | None:
