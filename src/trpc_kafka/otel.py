@@ -77,7 +77,10 @@ class _HeaderGetter(Getter[Sequence[Header]]):
 
     def get(self, carrier: Sequence[Header], key: str) -> list[str] | None:
         found = [
-            v.decode("utf-8", "replace") for k, v in carrier if v is not None and k.lower() == key
+            # str values: a message built by hand (a handler's own unit test)
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+            for k, v in carrier
+            if v is not None and isinstance(k, str) and k.lower() == key
         ]
         return found or None
 

@@ -7,6 +7,7 @@ import os
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -364,3 +365,85 @@ async def test_plain_def_handlers_and_blocking_sends_continue_the_trace(
     second = [s for s in spans_of(audit) if s.context.span_id != send.context.span_id]
     assert len(second) == 1 and second[0].parent is not None
     assert second[0].parent.span_id == job_id
+
+
+async def test_a_tracer_provider_and_propagator_of_its_own() -> None:
+    """KafkaTracing(tracer_provider=..., propagator=...): spans to that provider only, headers
+    written and read by that propagator (here B3-like single header of a toy propagator)."""
+    from opentelemetry.propagators.textmap import (
+        CarrierT,
+        Getter,
+        Setter,
+        TextMapPropagator,
+        default_getter,
+        default_setter,
+    )
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    class ToyPropagator(TextMapPropagator):
+        """Writes ``x-trace: <trace id hex>-<span id hex>``."""
+
+        def inject(
+            self,
+            carrier: CarrierT,
+            context: Any = None,
+            setter: Setter[CarrierT] = default_setter,
+        ) -> None:
+            sc = trace.get_current_span(context).get_span_context()
+            setter.set(carrier, "x-trace", f"{sc.trace_id:032x}-{sc.span_id:016x}")
+
+        def extract(
+            self,
+            carrier: CarrierT,
+            context: Any = None,
+            getter: Getter[CarrierT] = default_getter,
+        ) -> Any:
+            found = getter.get(carrier, "x-trace")
+            if not found:
+                return context
+            trace_id, span_id = found[0].split("-")
+            remote = SpanContext(
+                int(trace_id, 16), int(span_id, 16), True, TraceFlags(TraceFlags.SAMPLED)
+            )
+            return set_span_in_context(NonRecordingSpan(remote), context)
+
+        @property
+        def fields(self) -> set[str]:
+            return {"x-trace"}
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = KafkaTracing(tracer_provider=provider, propagator=ToyPropagator())
+    sent: list[ProducerMessage] = []
+
+    async def producer_core(ctx: Context, req: Any) -> tuple[int, int]:
+        sent.append(req)
+        return (2, 40)
+
+    ctx = Context(callee_service="p", rpc_name="/p/send", callee_method="send")
+    rsp = await tracing.client_filter(ctx, ProducerMessage("own-topic", b"v", b"k"), producer_core)
+    assert rsp == (2, 40)
+    (send,) = exporter.get_finished_spans()
+    assert sent[0].headers == [
+        ("x-trace", f"{send.context.trace_id:032x}-{send.context.span_id:016x}")
+    ]
+    assert (
+        send.attributes is not None and send.attributes["messaging.destination.partition.id"] == "2"
+    )
+    assert send.attributes["messaging.kafka.offset"] == 40
+    assert not spans_of("own-topic")  # nothing went to the global provider
+
+    wire = [(k, v.encode()) for k, v in sent[0].headers]
+    msg = ConsumerMessage("own-topic", 2, 40, key=b"k", value=b"v", headers=wire)
+
+    async def handler(ctx: Context, req: Any) -> None:
+        return None
+
+    await tracing.server_filter(Context(callee_service="c"), msg, handler)
+    process = exporter.get_finished_spans()[1]
+    assert process.parent is not None and process.parent.span_id == send.context.span_id
+    assert process.context.trace_id == send.context.trace_id
+    assert (
+        process.attributes is not None and "messaging.consumer.group.name" not in process.attributes
+    )
