@@ -13,7 +13,9 @@ for success):
 
 - ``trpc_kafka_sent_messages_total{service,topic,method,outcome,code}``: producer calls by
   outcome ``ok`` / ``error``; ``method`` is ``send``, ``asyncSend``, ``produce`` or ``sendRaw``
-  (an asynchronous send is ``ok`` once queued: its delivery outcome goes to the callbacks);
+  (an asynchronous send is ``ok`` once queued; if it is then not delivered,
+  ``trpc_kafka_async_delivery_failures_total{service,topic,code}`` counts it, for every proxy of
+  the process);
 - ``trpc_kafka_send_duration_seconds{service,topic,method}``: histogram of producer calls;
 - ``trpc_kafka_handled_messages_total{service,topic,outcome,code}``: handled messages by outcome
   ``ok``, ``error`` (each failed attempt), ``skipped`` (``ContinueWithoutCommit``) or
@@ -75,8 +77,10 @@ from trpc_kafka._runtime.errors import error_code
 from trpc_kafka._runtime.filters import (
     Handler,
     add_consumer_observer,
+    add_producer_observer,
     register_filter,
     remove_consumer_observer,
+    remove_producer_observer,
 )
 
 __all__ = [
@@ -136,6 +140,12 @@ class KafkaMetrics:
             ["service", "topic", "dead_letter_topic"],
             registry=registry,
         )
+        self.delivery_failures = Counter(
+            "trpc_kafka_async_delivery_failures",
+            "Asynchronous sends queued but not delivered, by proxy, topic and tRPC code",
+            ["service", "topic", "code"],
+            registry=registry,
+        )
         self.dropped = Counter(
             "trpc_kafka_dropped_messages",
             "Messages given up after their retries were exhausted, with no dead letter topic",
@@ -162,6 +172,7 @@ class KafkaMetrics:
         if registry is not None:
             registry.register(self._collector)
         add_consumer_observer(self)
+        add_producer_observer(self)
         self._rdkafka_stats = rdkafka_stats
         if rdkafka_stats:
             add_stats_listener(self._on_stats)
@@ -169,11 +180,13 @@ class KafkaMetrics:
     def close(self) -> None:
         """Unregister the metrics from the registry and stop listening."""
         remove_consumer_observer(self)
+        remove_producer_observer(self)
         if self._rdkafka_stats:
             remove_stats_listener(self._on_stats)
         registry = self.registry
         if registry is not None:
             for collector in (
+                self.delivery_failures,
                 self.retries,
                 self.dead_letters,
                 self.dropped,
@@ -287,6 +300,9 @@ class KafkaMetrics:
 
     def retrying(self, service: str, topic: str, partition: int, attempt: int) -> None:
         self.retries.labels(service, topic).inc()
+
+    def delivery_failed(self, service: str, topic: str, code: int) -> None:
+        self.delivery_failures.labels(service, topic, str(code)).inc()
 
     def gave_up(self, service: str, topic: str, count: int, dead_letter_topic: str | None) -> None:
         if dead_letter_topic is None:

@@ -308,3 +308,33 @@ def test_a_second_set_in_one_registry_is_refused() -> None:
     finally:
         first.close()
     KafkaMetrics(registry, rdkafka_stats=False).close()  # once closed, the names are free
+
+
+async def test_failed_asynchronous_deliveries_are_counted(scraper: Scraper) -> None:
+    """An asynchronous send returns once queued (``ok``); its delivery failing later (here: no
+    broker answers, 141) is counted too, and the error callback still gets it."""
+    failed: list[TrpcError] = []
+    proxy = new_client_proxy(
+        "unreachable.producer",
+        target="kafka://127.0.0.1:1?topic=nowhere",
+        filters=[scraper.metrics.client_filter],
+        error_callback=lambda err, *_: failed.append(err),
+    )
+    await proxy.async_send_message("nowhere", b"k", b"v")
+    await wait_until(lambda: bool(failed), timeout=60, what="the delivery failure")
+    await proxy.close(timeout=5)
+    samples = await scrape(scraper)
+    labels = {"service": "unreachable.producer", "topic": "nowhere"}
+    assert failed[0].code == 141
+    assert (
+        value(
+            samples,
+            "trpc_kafka_sent_messages_total",
+            **labels,
+            method="asyncSend",
+            outcome="ok",
+            code="0",
+        )
+        == 1
+    )
+    assert value(samples, "trpc_kafka_async_delivery_failures_total", **labels, code="141") == 1

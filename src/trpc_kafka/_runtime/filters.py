@@ -6,8 +6,9 @@ when a service or proxy is set up, so a service with no filters calls its handle
 
 Two names are built in but loaded on first use, so that nothing of them is imported unless a
 service asks: ``otel`` (:mod:`trpc_kafka.otel`) and ``prometheus`` (:mod:`trpc_kafka.prometheus`).
-What a filter cannot see from around one handling, a consumer's retries and the messages it
-gives up on, goes to consumer observers (:func:`add_consumer_observer`).
+What a filter cannot see from around one call, a consumer's retries and the messages it gives
+up on, and the failed deliveries of asynchronous sends, goes to observers
+(:func:`add_consumer_observer`, :func:`add_producer_observer`).
 """
 
 from __future__ import annotations
@@ -174,3 +175,34 @@ def notify_gave_up(service: str, topic: str, count: int, dead_letter_topic: str 
             observer.gave_up(service, topic, count, dead_letter_topic)
         except Exception:
             _log.exception("consumer observer %r failed", observer)
+
+
+class ProducerObserver(Protocol):
+    """What producers report after a call returned, for metrics: called on the producer's
+    delivery thread, must not block or raise (an exception is logged and ignored)."""
+
+    def delivery_failed(self, service: str, topic: str, code: int) -> None:
+        """An asynchronous send of proxy ``service`` was not delivered (tRPC ``code``)."""
+
+
+_producer_observers: list[tuple[ProducerObserver, ...]] = [()]
+
+
+def add_producer_observer(observer: ProducerObserver) -> None:
+    """Tell ``observer`` about the failed asynchronous deliveries of every client proxy."""
+    with _registry_lock:
+        if observer not in _producer_observers[0]:
+            _producer_observers[0] = (*_producer_observers[0], observer)
+
+
+def remove_producer_observer(observer: ProducerObserver) -> None:
+    with _registry_lock:
+        _producer_observers[0] = tuple(o for o in _producer_observers[0] if o is not observer)
+
+
+def notify_delivery_failed(service: str, topic: str, code: int) -> None:
+    for observer in _producer_observers[0]:
+        try:
+            observer.delivery_failed(service, topic, code)
+        except Exception:
+            _log.exception("producer observer %r failed", observer)
