@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from trpc_kafka._config.address import KafkaConfig, resolve_brokers
 from trpc_kafka._config.secrets import MASK, is_secret_key
+from trpc_kafka._rdkafka_stats import with_stats
 
 # Sarama's sticky is an eager protocol librdkafka does not implement; librdkafka's sticky
 # assignor is the cooperative (incremental) one. Members of one group must agree on the
@@ -106,6 +107,7 @@ def producer_settings(cfg: KafkaConfig) -> dict[str, Any]:
     # Sarama sends at once unless flushFrequency asks it to wait; librdkafka would wait 5 ms.
     settings["linger.ms"] = cfg.flush_frequency_ms
     settings.update(cfg.rdkafka)
+    with_stats(settings)
     return settings
 
 
@@ -150,6 +152,7 @@ def consumer_settings(cfg: KafkaConfig) -> dict[str, Any]:
         }
     )
     settings.update(cfg.rdkafka)
+    with_stats(settings)
     return settings
 
 

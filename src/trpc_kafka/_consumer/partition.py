@@ -29,6 +29,7 @@ from trpc_kafka._consumer.raw import RAW_KEY, Claim
 from trpc_kafka._runtime import errors as codes
 from trpc_kafka._runtime.context import Context, reset_current_context, set_current_context
 from trpc_kafka._runtime.errors import framework_error
+from trpc_kafka._runtime.filters import notify_gave_up, notify_retrying
 
 logger = logging.getLogger("trpc_kafka.consumer")
 
@@ -467,6 +468,7 @@ class PartitionWorker:
             await self._calm_wait(asyncio.sleep(spec.retry_interval))
             if self.stopping:
                 return STOP
+            notify_retrying(spec.service_name, state.topic, state.partition, attempts + 1)
             try:
                 await self._attempt(req, first._m, count)
             except BaseException as again:
@@ -509,6 +511,7 @@ class PartitionWorker:
                 attempts,
                 spec.max_retry,
             )
+            notify_gave_up(spec.service_name, state.topic, len(msgs), None)
             return True
         while True:
             try:
@@ -540,6 +543,7 @@ class PartitionWorker:
                 spec.max_retry,
                 sink.topic,
             )
+            notify_gave_up(spec.service_name, state.topic, len(msgs), sink.topic)
             return True
 
     async def _run_batch(self) -> None:
@@ -625,7 +629,9 @@ def sync_caller(
     """The innermost async handler for a plain ``def`` handler: runs it in ``executor``."""
 
     async def call(ctx: Context, req: Any) -> Any:
-        cf = executor.submit(_run_sync, fn, ctx, req)
+        # In a copy of the task's context variables (as asyncio.to_thread does): what filters
+        # set around the call, such as a trace span, is current in the handler's thread too.
+        cf = executor.submit(contextvars.copy_context().run, _run_sync, fn, ctx, req)
         try:
             return await asyncio.wrap_future(cf)
         except asyncio.CancelledError:

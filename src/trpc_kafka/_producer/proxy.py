@@ -68,7 +68,13 @@ from trpc_kafka._runtime.errors import (
     TrpcError,
     framework_error,
 )
-from trpc_kafka._runtime.filters import Filter, Handler, chain, resolve_filters
+from trpc_kafka._runtime.filters import (
+    Filter,
+    Handler,
+    chain,
+    notify_delivery_failed,
+    resolve_filters,
+)
 
 log = logging.getLogger("trpc_kafka.producer")
 
@@ -1074,8 +1080,10 @@ class ClientProxy:
                         or async_producer_error_callback
                     )
                 topic = msg.topic() or ""
+                error = delivery_error(err, topic, _ASYNC_SEND)
+                notify_delivery_failed(self.name, topic, error.code)  # metrics, before user code
                 failure(
-                    delivery_error(err, topic, _ASYNC_SEND),
+                    error,
                     topic,
                     msg.key(),
                     msg.value(),
