@@ -16,7 +16,7 @@ b. ``share``: ``--members`` consumer services of one share group (``groupType=sh
 
 Throughput is records / seconds from the first record handled to the last; also reported: how
 the records spread over the members and how many were handled more than once. Results go to
-``bench/results/share-groups.json`` (and by hand into ``share-groups.md``).
+``--out`` (``bench/results/share-groups.json``; summed up by hand in ``share-groups.md``).
 """
 
 from __future__ import annotations
@@ -156,8 +156,9 @@ def run_parent(args: argparse.Namespace) -> int:
         "results": results,
         "share_vs_classic": round(ratio, 2),
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    out = Path(args.out)
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2))
     return 0
 
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--producer-batch", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--out", default=str(RESULTS), help="where the JSON report goes")
     parser.add_argument("--child", choices=("classic", "share"), dest="variant")
     parser.add_argument("--topic")
     parser.add_argument("--group")
