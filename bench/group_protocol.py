@@ -5,7 +5,9 @@
 Without ``--bootstrap`` a local broker is started in a temporary directory and stopped at the
 end. Per round and variant: a fresh topic of 12 partitions gets a record on every partition
 every 20 ms; three consumer services of one group consume it until each holds 4 partitions and
-every partition is being consumed; then a fourth service joins the group (time 0). Measured:
+every partition is being consumed; then, 2 to 7 s later (at random: the phase of the
+members' heartbeats decides when they learn of the join), a fourth service joins the group
+(time 0). Measured:
 
 - ``settled_s``: from time 0 until the four members hold 3 partitions each and every
   partition has had a record consumed after its last move, by the member that owns it now:
@@ -26,6 +28,7 @@ import asyncio
 import itertools
 import json
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -107,7 +110,9 @@ def run_child(args: argparse.Namespace) -> int:
                 if now > deadline:
                     raise RuntimeError("the group of 3 did not settle in 120 s")
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(2)
+            # At a random point of the members' heartbeat cycles (3 s classic, 5 s KIP-848),
+            # which decide when they learn of the join.
+            await asyncio.sleep(random.uniform(2.0, 7.0))
             joined_at = time.monotonic()
             tasks.append(asyncio.create_task(joiner.serve()))
             settled_at = None
