@@ -292,3 +292,18 @@ async def test_records_whose_lock_ran_out_before_their_turn_are_not_handled_twic
     assert max(d for _, _, d in handled) >= 2  # the tail did go back
     assert "outlived their lock" in caplog.text
     assert available(kafka_bootstrap, topic, group) == []
+
+
+async def test_a_missing_topic_is_named_at_start_since_share_consumers_do_not_create_topics(
+    kafka_bootstrap: str, caplog: Any
+) -> None:
+    missing = f"missing-{new_group()}"
+    server = _members(share_address(kafka_bootstrap, missing, new_group()), 1)
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        pass
+
+    trpc_kafka.register_kafka_handler_service(server, handle)
+    async with serving(server):
+        pass
+    assert f"topic(s) {missing} do not exist" in caplog.text

@@ -244,6 +244,19 @@ class ShareGroupMember:
                     value=redact_address(service.address),
                 ) from None
         try:
+            metadata = admin.list_topics(timeout=_ADMIN_TIMEOUT)
+            missing = [t for t in cfg.topics if t not in metadata.topics]
+            if missing:
+                logger.warning(
+                    "kafka server transport: service %s: topic(s) %s do not exist, and a share "
+                    "consumer does not create topics: nothing is consumed from them until they "
+                    "are created (trpc-kafka topics create NAME)",
+                    service.name,
+                    ", ".join(missing),
+                )
+        except KafkaException as exc:
+            logger.debug("listing topics failed: %s", exc)
+        try:
             futures = admin.describe_configs(
                 [ConfigResource(ResourceType.GROUP, cfg.group)], request_timeout=_ADMIN_TIMEOUT
             )
