@@ -307,3 +307,38 @@ async def test_a_missing_topic_is_named_at_start_since_share_consumers_do_not_cr
     async with serving(server):
         pass
     assert f"topic(s) {missing} do not exist" in caplog.text
+
+
+async def test_timeout_trpc_meta_and_rate_limit_work_as_for_a_consumer_group(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    """The service timeout ends a handling (the record is released and comes again), trpcMeta
+    headers reach the context metadata, limiterRate paces the handler calls."""
+    group = new_group()
+    seen: list[tuple[int, int, bytes, float]] = []  # value, delivery, metadata, time
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        raw = trpc_kafka.get_raw_kafka_context(ctx)
+        assert raw is not None and raw.delivery_count is not None
+        value = int(msg.value or b"")
+        seen.append((value, raw.delivery_count, ctx.metadata.get("trace", b""), time.monotonic()))
+        if value == 0 and raw.delivery_count == 1:
+            await asyncio.sleep(5)  # beyond the service timeout
+
+    addr = share_address(kafka_bootstrap, topic, group, "trpcMeta=true&limiterRate=20")
+    server = Server(max_close_wait=10)
+    server.add_service(Service("member-0", address=addr, timeout=0.3))
+    trpc_kafka.register_kafka_handler_service(server, handle)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "batch.num.messages": 10})
+    for i in range(20):
+        producer.produce(topic, str(i).encode(), headers=[("trace", b"t-%d" % i)])
+    assert producer.flush(30) == 0
+    async with serving(server):
+        await wait_until(lambda: len({v for v, _, _, _ in seen}) == 20 and (0, 2) in {
+            (v, d) for v, d, _, _ in seen
+        }, 60, "all handled, record 0 twice")
+    assert {(v, m) for v, _, m, _ in seen} == {(i, b"t-%d" % i) for i in range(20)}
+    assert sorted(d for v, d, _, _ in seen if v == 0) == [1, 2]
+    times = sorted(t for _, _, _, t in seen)
+    assert times[-1] - times[0] >= (len(times) - 1) / 20 * 0.8  # about 20 calls a second
+    assert available(kafka_bootstrap, topic, group) == []
