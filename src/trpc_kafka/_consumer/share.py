@@ -80,8 +80,9 @@ POLL_TIMEOUT: Final = 0.1
 """Seconds one ``poll()`` waits when nothing comes; bounds the reaction to a stop."""
 ACK_WAIT: Final = 0.1
 """Seconds the poll thread waits for the next outcome while a batch is handled."""
-ACK_FLUSH: Final = 1.0
-"""While a batch is handled, acknowledgements made so far are sent this often."""
+ACK_FLUSH: Final = 0.25
+"""While a batch is handled, acknowledgements made so far are sent this often: well inside
+``LOCK_MARGIN``, so an acceptance reaches the broker before the record's lock ends."""
 DEFAULT_DELIVERY_LIMIT: Final = 5
 """The broker's default ``group.share.delivery.count.limit``, used when the group's cannot be
 read (no permission to describe group configs)."""
