@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
 
 from confluent_kafka import AcknowledgeType, Producer, ShareConsumer
@@ -61,9 +62,15 @@ def produce_small_batches(bootstrap: str, topic: str, values: Iterable[bytes]) -
     assert producer.flush(30) == 0
 
 
-def available(bootstrap: str, topic: str, group: str, wait: float = 8.0) -> list[bytes]:
-    """Records a new member of share group ``group`` can still acquire within ``wait`` seconds
-    (it releases them again): empty when every record was accepted or rejected."""
+def available(bootstrap: str, topic: str, group: str, timeout: float = 60.0) -> list[bytes]:
+    """Records a new member of share group ``group`` can still acquire: empty when every record
+    was accepted or rejected. A sentinel record written now marks the end (the broker hands out
+    available records in offset order), so the answer is known once it arrives; the sentinel is
+    accepted, the others released."""
+    sentinel = f"sentinel-{uuid.uuid4().hex}".encode()
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topic, sentinel)
+    assert producer.flush(30) == 0
     consumer = ShareConsumer(
         {
             "bootstrap.servers": bootstrap,
@@ -75,15 +82,23 @@ def available(bootstrap: str, topic: str, group: str, wait: float = 8.0) -> list
     found: list[bytes] = []
     try:
         consumer.subscribe([topic])
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert time.monotonic() < deadline, f"the sentinel did not arrive in {timeout}s"
+            done = False
             for record in consumer.poll(0.5):
-                if record.error() is None:
+                if record.error() is not None:
+                    continue
+                if record.value() == sentinel:
+                    consumer.acknowledge(record, AcknowledgeType.ACCEPT)
+                    done = True
+                else:
                     found.append(record.value() or b"")
                     consumer.acknowledge(record, AcknowledgeType.RELEASE)
+            if done:
+                return found
     finally:
         consumer.close()
-    return found
 
 
 __all__ = ["available", "new_group", "produce_small_batches", "set_group_configs", "share_address"]

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, Producer
 
 import trpc_kafka
@@ -262,6 +263,7 @@ def _read_all(bootstrap: str, topic: str, count: int) -> list[Any]:
 
 
 
+@pytest.mark.slow
 async def test_records_whose_lock_ran_out_before_their_turn_are_not_handled_twice(
     kafka_bootstrap: str, topic: str, caplog: Any
 ) -> None:
