@@ -42,7 +42,7 @@ def test_every_reference_key_is_known() -> None:
     # Ours, beyond the reference.
     assert set(ADDRESS_KEYS) - REFERENCE_KEYS == {
         "deadLetterTopic", "tlsCAFile", "tlsCertFile", "tlsKeyFile", "tlsKeyPassword",
-        "tlsVerifyHostname",
+        "tlsVerifyHostname", "groupType", "groupProtocol",
     }  # fmt: skip
 
 

@@ -175,6 +175,33 @@ def test_new_topic_fixture_on_session_broker(
     round_trip(kafka_bootstrap, topic, count=3)
 
 
+def test_session_broker_has_share_groups_and_short_share_locks(kafka_bootstrap: str) -> None:
+    """Kafka 4.2+ (share groups generally available; tests/share proves them on), and groups
+    allowed to shorten their record lock to 1 s for lock-expiry tests (4.1 refused both)."""
+    from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+    from confluent_kafka.admin._resource import ResourceType
+
+    version = re.search(r"<kafka.version>([0-9.]+)<", broker._POM.read_text(encoding="utf-8"))
+    assert version is not None
+    assert tuple(int(p) for p in version.group(1).split(".")[:2]) >= (4, 2)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    group = f"share-probe-{uuid.uuid4().hex[:8]}"
+    resource = ConfigResource(
+        ResourceType.GROUP,
+        group,
+        incremental_configs=[
+            ConfigEntry(
+                "share.record.lock.duration.ms", "1000", incremental_operation=AlterConfigOpType.SET
+            )
+        ],
+    )
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    described = admin.describe_configs([ConfigResource(ResourceType.GROUP, group)])
+    for future in described.values():
+        assert future.result(timeout=30)["share.record.lock.duration.ms"].value == "1000"
+
+
 def test_jvm_dying_during_start_names_the_log(tmp_path: Path) -> None:
     directory = tmp_path / "bad-config"
     local = LocalBroker(directory, extra_properties={"authorizer.class.name": "no.such.Class"})

@@ -44,6 +44,8 @@ Strategy = Literal["sticky", "range", "roundrobin"]
 Partitioner = Literal["random", "roundrobin", "hash"]
 Initial = Literal["newest", "oldest"]
 IsolationLevel = Literal["ReadUncommitted", "ReadCommitted"]
+GroupType = Literal["consumer", "share"]
+GroupProtocol = Literal["classic", "consumer"]
 
 # Side defaults of the two keys whose default differs between producer and consumer.
 PRODUCER_MAX_RETRY: Final = 3
@@ -93,6 +95,9 @@ class KafkaConfig:
     limiter_rate: float | None = None  # messages per second; None = unlimited
     limiter_burst: int = 0
     dead_letter_topic: str = ""  # ours: where a message goes once its retries are exhausted
+    # -- group type and protocol (issue 14): keys groupType, groupProtocol ------------------
+    group_type: GroupType = "consumer"  # share: a KIP-932 share group member (_consumer/share.py)
+    group_protocol: GroupProtocol = "classic"  # consumer: KIP-848, broker-side assignment
     # Both sides.
     version: str = "1.1.1.0"
     max_retry: int | None = None  # None: producer 3, consumer 0 (see the side properties)
@@ -255,6 +260,7 @@ class KafkaConfig:
             )
         self._validate_protocol()
         self._validate_tls_files()
+        validate_group_mode(self)
 
     def _validate_protocol(self) -> None:
         protocol = self.protocol
@@ -633,6 +639,9 @@ _SPEC_LIST: Final = [
     ),
     _int("limiterBurst", "limiter_burst", 0, 2_147_483_647),
     _Spec("deadLetterTopic", "dead_letter_topic", _to_str, _check_topics, _TOPIC_ALLOWED),
+    # -- group type and protocol (issue 14) --
+    _choice("groupType", "group_type", "consumer", "share"),
+    _choice("groupProtocol", "group_protocol", "classic", "consumer"),
 ]
 
 
@@ -896,6 +905,104 @@ def check_tls_files(cfg: KafkaConfig) -> None:
         ) from None
 
 
+# -- group type and protocol (issue 14: keys groupType, groupProtocol) -------------------------
+
+# librdkafka refuses these settings for a consumer of the new protocol (KIP-848): the broker
+# decides session, heartbeat and assignment.
+_BROKER_SIDE_SETTINGS: Final = ("session.timeout.ms", "heartbeat.interval.ms")
+_CONSUMER_PROTOCOL_REFUSED: Final = (
+    *_BROKER_SIDE_SETTINGS,
+    "partition.assignment.strategy",
+    "group.protocol.type",
+)
+# ...and these for a share consumer (KIP-932), where they are group configs or do not apply.
+_SHARE_REFUSED: Final = (
+    *_CONSUMER_PROTOCOL_REFUSED,
+    "group.remote.assignor",
+    "auto.offset.reset",
+    "isolation.level",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.commit.interval.ms",
+    "enable.partition.eof",
+    "fetch.queue.backoff.ms",
+    "allow.auto.create.topics",
+    "group.instance.id",
+    "share.acknowledgement.mode",
+)
+
+
+def validate_group_mode(cfg: KafkaConfig) -> None:
+    """The combinations of ``groupType`` / ``groupProtocol`` with other keys that cannot work.
+
+    Keys are compared with their defaults (a code-built config cannot tell "set" from
+    "default"), so only a value other than the default is refused.
+    """
+    if "group.protocol" in cfg.rdkafka:
+        raise ConfigError(
+            "key 'rdkafka.group.protocol': use key 'groupProtocol' (classic or consumer) or "
+            "'groupType=share' instead, which also adapt the settings that depend on it",
+            key="rdkafka.group.protocol",
+        )
+    if cfg.group_type == "share":
+        what = "groupType=share (a KIP-932 share group)"
+        if cfg.group_protocol != "classic":
+            raise ConfigError(
+                f"key 'groupProtocol' ({cfg.group_protocol}) does not apply to {what}: share "
+                f"groups have a protocol of their own; remove 'groupProtocol'",
+                key="groupProtocol",
+                value=cfg.group_protocol,
+            )
+        _refuse_default_only(cfg, what, "strategy", "strategy", "the broker assigns partitions")
+        _refuse_default_only(
+            cfg,
+            what,
+            "groupSessionTimeout",
+            "group_session_timeout_ms",
+            "the session timeout is the group config share.session.timeout.ms on the broker",
+        )
+        _refuse_rdkafka(cfg, what, _SHARE_REFUSED)
+    elif cfg.group_protocol == "consumer":
+        what = "groupProtocol=consumer (KIP-848)"
+        if cfg.strategy == "roundrobin":
+            raise ConfigError(
+                f"key 'strategy' (roundrobin) does not work with {what}: the broker's "
+                f"assignors are uniform and range; use strategy=sticky (the uniform assignor) "
+                f"or strategy=range",
+                key="strategy",
+                value=cfg.strategy,
+            )
+        _refuse_default_only(
+            cfg,
+            what,
+            "groupSessionTimeout",
+            "group_session_timeout_ms",
+            "the session timeout is the broker's group.consumer.session.timeout.ms",
+        )
+        _refuse_rdkafka(cfg, what, _CONSUMER_PROTOCOL_REFUSED)
+
+
+def _refuse_default_only(cfg: KafkaConfig, what: str, key: str, name: str, why: str) -> None:
+    value = getattr(cfg, name)
+    if value != _DEFAULT_FIELDS[name]:
+        raise ConfigError(
+            f"key {key!r} ({value}) cannot be set with {what}: {why}; remove {key!r}",
+            key=key,
+            value=str(value),
+        )
+
+
+def _refuse_rdkafka(cfg: KafkaConfig, what: str, refused: Sequence[str]) -> None:
+    for name in refused:
+        if name in cfg.rdkafka:
+            key = RDKAFKA_PREFIX + name
+            raise ConfigError(
+                f"key {key!r} cannot be set with {what}: librdkafka refuses it there (the "
+                f"broker or this library decides it); remove {key!r}",
+                key=key,
+            )
+
+
 # -- keys of the other side ------------------------------------------------------------------
 
 Side = Literal["producer", "consumer"]
@@ -934,6 +1041,8 @@ _SIDE_ONLY: Final[dict[Side, frozenset[str]]] = {
             "limiterRate",
             "limiterBurst",
             "deadLetterTopic",
+            "groupType",
+            "groupProtocol",
         ]
     ),
 }

@@ -22,6 +22,14 @@ from trpc_kafka._rdkafka_stats import with_stats
 ASSIGNORS: Final = {"sticky": "cooperative-sticky", "range": "range", "roundrobin": "roundrobin"}
 OFFSET_RESET: Final = {"newest": "latest", "oldest": "earliest"}
 ISOLATION: Final = {"ReadUncommitted": "read_uncommitted", "ReadCommitted": "read_committed"}
+# groupProtocol=consumer (KIP-848): the broker assigns, with its assignors (group.consumer.
+# assignors: uniform, range). Its uniform assignor is sticky; roundrobin has none (refused at
+# parse time, see address.validate_group_mode).
+REMOTE_ASSIGNORS: Final = {"sticky": "uniform", "range": "range"}
+SHARE_POLL_RECORDS: Final = 100
+"""Records a share group member acquires per poll (``max.poll.records``) for a single-message
+handler. It holds their locks (30 s by default) while handling them one after the other, so a
+smaller poll keeps a slow handler inside the lock; a batch handler polls ``batch``."""
 
 # With SASL or TLS, reconnects start this far apart (librdkafka: 100 ms). A failed TLS handshake
 # takes milliseconds and librdkafka's re-bootstrap (KIP-899, on by default) starts every cycle
@@ -151,9 +159,58 @@ def consumer_settings(cfg: KafkaConfig) -> dict[str, Any]:
             "fetch.queue.backoff.ms": 20,
         }
     )
+    if cfg.group_protocol == "consumer":
+        # KIP-848: the broker decides session, heartbeats and assignment; librdkafka refuses
+        # the classic settings for them.
+        del settings["partition.assignment.strategy"], settings["session.timeout.ms"]
+        settings["group.protocol"] = "consumer"
+        settings["group.remote.assignor"] = REMOTE_ASSIGNORS[cfg.strategy]
     settings.update(cfg.rdkafka)
     with_stats(settings)
     return settings
+
+
+def share_consumer_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """librdkafka share consumer settings for ``cfg`` (``groupType=share``, KIP-932).
+
+    Acknowledgement is explicit: each record is accepted, released or rejected after its
+    handling (``_consumer/share.py``). Offset reset and isolation are group configs on the
+    broker (:func:`share_group_configs`); session, heartbeat and assignment are the broker's.
+    """
+    settings = _common(cfg, cfg.consumer_client_id)
+    # Not supported by librdkafka's share consumer (it resolves topics by id).
+    del settings["allow.auto.create.topics"]
+    settings.update(
+        {
+            "group.id": cfg.group,
+            "share.acknowledgement.mode": "explicit",
+            "max.poll.records": cfg.batch if cfg.batch > 0 else SHARE_POLL_RECORDS,
+            "max.partition.fetch.bytes": cfg.fetch_default,
+            "fetch.max.bytes": cfg.fetch_max,
+            "message.max.bytes": min(cfg.fetch_max, 1_000_000),
+            "receive.message.max.bytes": max(
+                _LIBRDKAFKA_RECEIVE_DEFAULT, cfg.fetch_max + _RECEIVE_HEADROOM
+            ),
+            "fetch.wait.max.ms": cfg.max_wait_time_ms,
+            "max.poll.interval.ms": max(
+                cfg.group_rebalance_timeout_ms, cfg.group_session_timeout_ms
+            ),
+        }
+    )
+    settings.update(cfg.rdkafka)
+    return settings
+
+
+def share_group_configs(cfg: KafkaConfig) -> dict[str, str]:
+    """Group configs a share group member sets on the broker when it starts: the keys of the
+    address that a share consumer cannot set itself, where they differ from the defaults
+    (which are the broker's: latest, read_uncommitted)."""
+    configs = {}
+    if cfg.initial != "newest":
+        configs["share.auto.offset.reset"] = OFFSET_RESET[cfg.initial]
+    if cfg.isolation_level != "ReadUncommitted":
+        configs["share.isolation.level"] = ISOLATION[cfg.isolation_level]
+    return configs
 
 
 def admin_settings(cfg: KafkaConfig) -> dict[str, Any]:

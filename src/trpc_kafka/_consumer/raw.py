@@ -55,6 +55,9 @@ class RawKafkaContext:
 
     session: GroupSessionView
     claim: ClaimView
+    delivery_count: int | None = None
+    """Share groups (``groupType=share``): how many times the broker has delivered this record,
+    this delivery included (1 the first time). None for a consumer group."""
 
 
 class ClaimSource(Protocol):

@@ -46,6 +46,7 @@ from trpc_kafka._consumer.partition import (
 )
 from trpc_kafka._consumer.raw import Claim, GroupSessionView, generation_of
 from trpc_kafka._consumer.registration import Registration, registration_of
+from trpc_kafka._consumer.share import ShareGroupMember
 from trpc_kafka._consumer.threads import DaemonThreadPool
 from trpc_kafka._kafka_errors import describe
 from trpc_kafka._rdkafka_log import rdkafka_log
@@ -147,6 +148,7 @@ class KafkaServiceTransport:
         self._close_by = 0.0  # monotonic time by which close() must have started
         self._revoke_grace = REVOKE_GRACE_MIN
         self._session = GroupSessionView("", "", None, ())
+        self._share: ShareGroupMember | None = None  # groupType=share: the member does it all
         self.settings: dict[str, Any] = {}
         """The librdkafka settings the consumer was created with (after ``start()``), with
         secret values (``sasl.password``...) masked."""
@@ -158,7 +160,7 @@ class KafkaServiceTransport:
     @property
     def started(self) -> bool:
         """Whether ``start()`` succeeded (the poll thread runs until ``stop()``)."""
-        return self._thread is not None
+        return self._thread is not None or (self._share is not None and self._share.started)
 
     # -- lifecycle (event loop) ----------------------------------------------------------------
 
@@ -170,6 +172,11 @@ class KafkaServiceTransport:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._spec = self._handler_spec(cfg, reg)
+        if cfg.group_type == "share":
+            self._share = ShareGroupMember(service, cfg, self._spec)
+            await self._share.start()
+            self.settings = self._share.settings
+            return
         self._multi_topic = len(cfg.topics) > 1
         self._ahead = (max(AHEAD_MESSAGES, 2 * cfg.batch), AHEAD_BYTES)
         self._pause_at = (max(PAUSE_MESSAGES, 2 * cfg.batch + CONSUME_BATCH), PAUSE_BYTES)
@@ -307,6 +314,10 @@ class KafkaServiceTransport:
 
     async def stop(self, timeout: float) -> None:
         """Stop fetching, let handler calls finish within ``timeout``, commit, leave, close."""
+        if self._share is not None:
+            await self._share.stop(timeout)
+            self._close_handlers()
+            return
         if self._thread is None or self._done is None:
             return
         deadline = time.monotonic() + timeout
@@ -325,6 +336,9 @@ class KafkaServiceTransport:
                 self._service.name,
                 timeout,
             )
+        self._close_handlers()
+
+    def _close_handlers(self) -> None:
         if self._dead_letter is not None:
             self._dead_letter.close(0)
         if self._executor is not None:

@@ -283,6 +283,9 @@ def server_properties(
         "transaction.state.log.num.partitions": "4",
         "share.coordinator.state.topic.num.partitions": "4",
         "group.min.session.timeout.ms": "500",
+        # Share groups (KIP-932): a group may shorten its record lock (group config
+        # share.record.lock.duration.ms, 30 s by default) to 1 s, so lock-expiry tests are quick.
+        "group.share.min.record.lock.duration.ms": "1000",
     }
     props.update(extra or {})
     return props
