@@ -611,7 +611,7 @@ def test_other_side_keys_warn_once(caplog: pytest.LogCaptureFixture) -> None:
 def test_client_proxy_target_error_names_file_line_and_service(tmp_path: Path) -> None:
     from trpc_kafka._config.address import register_addr_config, unregister_addr_config
     from trpc_kafka._config.file import get_global_config, set_global_config
-    from trpc_kafka._producer.proxy import new_client_proxy
+    from trpc_kafka._producer import new_client_proxy
 
     # A placeholder target that is not registered when the proxy is made.
     path = write(tmp_path, kafka_file("127.0.0.1:9092?topics=t&group=g", "kafka://fake_tgt"))

@@ -288,7 +288,7 @@ async def test_close_reports_what_could_not_be_delivered(silent_port: int) -> No
     await asyncio.sleep(0.05)
     start = time.monotonic()
     await proxy.close(timeout=0.5)
-    assert time.monotonic() - start < 0.5 + pool_mod._PURGE_GRACE
+    assert time.monotonic() - start < 0.5 + pool_mod.PURGE_GRACE
     assert reports.ok == []
     assert sorted(int(f[2] or b"0") for f in reports.failed) == list(range(20))
     assert all(isinstance(f[0], TrpcError) and f[0].code == 141 for f in reports.failed)
@@ -454,4 +454,4 @@ def test_script_exit_is_bounded_and_reports_the_undelivered() -> None:
     stdout, took = _run_script(f"kafka://127.0.0.1:{closed_port()}", "t", 30)
     # The exit hook waits ATEXIT_FLUSH_TIMEOUT, then purges and reports each message.
     assert "failed=30" in stdout
-    assert took < pool_mod.ATEXIT_FLUSH_TIMEOUT + pool_mod._PURGE_GRACE + 5
+    assert took < pool_mod.ATEXIT_FLUSH_TIMEOUT + pool_mod.PURGE_GRACE + 5

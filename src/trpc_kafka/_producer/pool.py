@@ -6,18 +6,29 @@ use. Creation for one address never waits on another: the pool-wide lock is held
 dictionary look-up; each address has its own lock, held while its producer object is built
 (librdkafka connects in its own threads, so that takes milliseconds whether or not the brokers
 answer). Concurrent first calls for the same address share one creation; a failed creation is
-not cached. The one blocking metadata call we make (partition counts for ``roundrobin`` and
-``hash``) runs on a thread of its own per look-up, never on the event loop and never under a
-shared lock.
+not cached. The pool owns one executor (daemon threads made on demand, up to
+``BACKGROUND_THREADS``) for the work that may block: producer creation for an event loop (address
+discovery included) and the partition-count look-ups of ``roundrobin`` and ``hash`` (never on
+the event loop, never under a shared lock). :func:`close_all_producers` shuts it down; the next
+call that needs it starts a new one. The pool answers partition counts only: choosing the
+partition is the proxy's partitioner's job (``partitioner.py``).
 
 Each entry owns exactly one background thread, its *delivery thread*, which polls delivery
 reports (``poll(0.1)``), runs the async-send callbacks and completes the futures of acked sends
 in batches: one ``loop.call_soon_threadsafe`` per event loop per poll, not one per message. Only
 that thread ever calls ``poll``, so callbacks never run concurrently.
 
-Closing an entry (last proxy closed, :func:`close_all_producers`, or at interpreter exit) lets
-its delivery thread drain the queue within the bound, then purge what is left and report every
-purged message to its callback (error) or future (code 141); nothing vanishes.
+Closing an entry lets its delivery thread drain the queue within the bound, then purge what is
+left and report every purged message to its callback (error) or future (code 141); nothing
+vanishes. The doors, by who uses them:
+
+- users: ``ClientProxy.close()`` / ``close_sync()`` (or the proxy's ``with`` block): the last
+  proxy of an entry closes it; an earlier one waits, without polling, until the entry's queue was
+  empty at a poll (or its bound). ``trpc_kafka.close_all_producers()`` / ``_sync()`` closes every
+  entry (programs that stop without a ``Server``; ``flush_on_signals`` calls it);
+- internal: a ``Server``'s shutdown calls :func:`close_all_producers` (``trpc_kafka/__init__.py``
+  registers it), and the interpreter-exit hook (:func:`_at_exit`) flushes for
+  ``ATEXIT_FLUSH_TIMEOUT`` seconds what is still open.
 
 A failing cluster does not make sends wait for their timeout; one mechanism (the delivery
 thread purging what is queued, every poll, while a cause is held, so pending and new sends fail
@@ -63,13 +74,16 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_brokers
 from trpc_kafka._config.rdkafka import producer_settings
+from trpc_kafka._consumer.threads import DaemonThreadPool
 from trpc_kafka._kafka_errors import (
     is_auth_failure,
     is_unreachable,
     kafka_error_of,
     to_trpc_error,
 )
-from trpc_kafka._producer.partitioner import RoundRobin
+from trpc_kafka._producer import syncloop
+from trpc_kafka._producer.delivery import AckedResult, Done, delivery_thread, dispatch
+from trpc_kafka._producer.errors import SEND
 from trpc_kafka._rdkafka_log import RateLimiter, rdkafka_log, suppressed_note
 from trpc_kafka._runtime.errors import (
     RET_CLIENT_ROUTE_ERR,
@@ -84,7 +98,7 @@ _rdkafka_log = rdkafka_log("trpc_kafka.rdkafka")
 POLL_INTERVAL: Final = 0.1
 ATEXIT_FLUSH_TIMEOUT: Final = 5.0
 """How long the interpreter-exit hook waits for queued messages before purging them."""
-_PURGE_GRACE: Final = 2.0
+PURGE_GRACE: Final = 2.0
 """Extra time a closing entry gets, after its drain bound, to purge and report."""
 AUTH_HOLD: Final = 5.0
 """Seconds after an authentication or TLS failure during which sends fail with it at once."""
@@ -101,15 +115,12 @@ UNKNOWN_TOPIC_WAIT_MS: Final = 2_000
 _METADATA_SLICE: Final = 0.5
 """A partition-count look-up waits in slices this long, to end early on an auth failure."""
 
-_delivery_thread = threading.local()
-"""``entry``: the ProducerEntry whose delivery thread this is (unset on other threads)."""
+BACKGROUND_THREADS: Final = 32
+"""Most threads of the pool's executor (producer creations and partition-count look-ups)."""
 
 ProducerFactory = Callable[[dict[str, Any]], Producer]
 _producer_factory: list[ProducerFactory] = [Producer]
 """Test seam: what builds the librdkafka producer from its settings dict."""
-
-AckedResult = tuple[int, int]
-_Done = tuple["asyncio.Future[AckedResult]", "KafkaError | None", Message]
 
 
 def set_producer_factory(factory: ProducerFactory | None) -> None:
@@ -117,58 +128,9 @@ def set_producer_factory(factory: ProducerFactory | None) -> None:
     _producer_factory[0] = Producer if factory is None else factory
 
 
-_CAUSED: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._MSG_TIMED_OUT})
-"""Delivery errors that stand for a failure of the producer (see :func:`_purge_cause`)."""
-
-
-def delivery_error(
-    err: KafkaError, topic: str | None, operation: str, entry: ProducerEntry | None = None
-) -> TrpcError:
-    """The tRPC error for a failed delivery, with the KafkaException as its cause.
-
-    ``entry``: the producer of the message, when the caller knows it (a blocking send).
-    """
-    if err.code() in _CAUSED:
-        cause = None if entry is None else entry.known_cause()
-        err = _purge_cause(err) if entry is None else cause or err
-    exc = to_trpc_error(err, operation, topic)
-    exc.__cause__ = KafkaException(err)
-    return exc
-
-
-def _purge_cause(err: KafkaError) -> KafkaError:
-    """Why a message was purged or timed out: the known cause of its producer, if any.
-
-    Reports of fire-and-forget sends are mapped on the delivery thread of their producer, those
-    of acked sends by :meth:`ProducerEntry._dispatch` or with their entry (blocking sends). Any
-    other thread falls back to any producer with a known cause (the one case this can name the
-    wrong cause for).
-    """
-    own: ProducerEntry | None = getattr(_delivery_thread, "entry", None)
-    for entry in (own,) if own is not None else live_entries():
-        cause = entry.known_cause()
-        if cause is not None:
-            return cause
-    return err
-
-
-def _complete(done: list[_Done]) -> None:
-    """Runs on the futures' event loop: settle one batch of acked sends."""
-    for fut, err, msg in done:
-        if fut.done():  # timed out or cancelled meanwhile
-            continue
-        if err is None:
-            offset = msg.offset()
-            partition = msg.partition()
-            # acks=0: librdkafka knows no offset (None); -1 says so.
-            fut.set_result(
-                (
-                    -1 if partition is None else partition,
-                    -1 if offset is None or offset < 0 else offset,
-                )
-            )
-        else:
-            fut.set_exception(delivery_error(err, msg.topic(), "SendMessage"))
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _message_timeout_ms(linger_ms: object) -> int:
@@ -211,7 +173,7 @@ class ProducerEntry:
         self.closed = False
         self.refs = 0
         # Completed acked sends of the current poll; only the delivery thread touches it.
-        self._done: collections.deque[_Done] = collections.deque()
+        self._done: collections.deque[Done] = collections.deque()
         append = self._done.append
 
         def collect(fut: asyncio.Future[AckedResult], err: KafkaError | None, msg: Message) -> None:
@@ -235,7 +197,9 @@ class ProducerEntry:
         self._partitions: dict[str, tuple[int, float]] = {}
         self._lookups: dict[str, _PartitionLookup] = {}
         self._refresh_s = cfg.metadata_refresh_frequency_s
-        self.roundrobin = RoundRobin()
+        # Callables to call once the queue was empty at a poll / once the thread finished.
+        self._empty_waiters: list[Callable[[], None]] = []
+        self._finished_waiters: list[Callable[[], None]] = []
         self._thread = threading.Thread(
             target=self._run, name=f"trpc-kafka-producer[{self.label}]", daemon=True
         )
@@ -247,28 +211,10 @@ class ProducerEntry:
     # -- delivery reports (delivery thread) --------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Hand the completions of one poll to their loops: one wake-up per loop."""
+        """Hand the completions of one poll to their loops (``delivery.dispatch``)."""
         done = list(self._done)
         self._done.clear()
-        cause = self.known_cause()
-        if cause is not None:  # purged or timed out because of a known cause: say so
-            done = [
-                (f, cause if e is not None and e.code() in _CAUSED else e, m) for f, e, m in done
-            ]
-        first_loop = done[0][0].get_loop()
-        same = True
-        for item in done:
-            if item[0].get_loop() is not first_loop:
-                same = False
-                break
-        if same:
-            _call_soon(first_loop, done)
-            return
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
-        for item in done:
-            by_loop.setdefault(item[0].get_loop(), []).append(item)
-        for loop, items in by_loop.items():
-            _call_soon(loop, items)
+        dispatch(done, self.known_cause())
 
     def known_cause(self) -> KafkaError | None:
         """Why sends fail or wait now: an auth failure, or unreachable brokers (pending too)."""
@@ -295,7 +241,7 @@ class ProducerEntry:
             log.warning(
                 "kafka producer %s: %s%s",
                 self.label,
-                to_trpc_error(err, "SendMessage").msg,
+                to_trpc_error(err, SEND).msg,
                 suppressed_note(suppressed),
             )
 
@@ -330,7 +276,7 @@ class ProducerEntry:
             self.producer.purge(True, False, False)  # queued only, without blocking
 
     def _run(self) -> None:
-        _delivery_thread.entry = self
+        delivery_thread.entry = self
         producer = self.producer
         poll = producer.poll
         try:
@@ -338,6 +284,8 @@ class ProducerEntry:
                 poll(POLL_INTERVAL)
                 if self._done:
                     self._dispatch()
+                if self._empty_waiters and len(producer) == 0:
+                    self._wake(self._empty_waiters)
                 if self.auth_error is not None or self._down_since is not None:
                     self._fail_fast()
             self._drain(self._closing_deadline)
@@ -350,6 +298,8 @@ class ProducerEntry:
             log.exception("kafka producer %s: delivery thread failed", self.label)
         finally:
             self.finished.set()
+            self._wake(self._empty_waiters)
+            self._wake(self._finished_waiters)
 
     def _drain(self, deadline: float) -> None:
         producer = self.producer
@@ -375,10 +325,10 @@ class ProducerEntry:
                 "failed (purged)%s",
                 self.label,
                 len(producer),
-                "" if cause is None else f": {to_trpc_error(cause, 'SendMessage').msg}",
+                "" if cause is None else f": {to_trpc_error(cause, SEND).msg}",
             )
             producer.purge(True, True, True)
-            end = time.monotonic() + _PURGE_GRACE
+            end = time.monotonic() + PURGE_GRACE
             while len(producer) > 0 and time.monotonic() < end:
                 producer.poll(0.05)
                 if self._done:
@@ -394,17 +344,70 @@ class ProducerEntry:
         self.closed = True
         if self._closing_deadline is None:
             self._closing_deadline = time.monotonic() + max(0.0, timeout)
+        self._wake(self._empty_waiters)  # a proxy waiting for the queue waits no more
 
     def wait_closed(self, timeout: float | None) -> bool:
         return self.finished.wait(timeout)
 
     async def wait_closed_async(self, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not self.finished.is_set():
-            if time.monotonic() >= end:
-                return False
-            await asyncio.sleep(0.01)
+        """Wait (without polling) until the delivery thread finished; False at ``timeout``."""
+        return await self._wait_async(self._finished_waiters, self.finished.is_set, timeout)
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Wait until the queue was empty at a poll (or the entry closes); False at ``timeout``."""
+        if self._empty_now():
+            return True
+        event = threading.Event()
+        self._add_waiter(self._empty_waiters, event.set)
+        try:
+            return event.wait(timeout) or self._empty_now()
+        finally:
+            self._remove_waiter(self._empty_waiters, event.set)
+
+    async def wait_empty_async(self, timeout: float) -> bool:
+        """:meth:`wait_empty` for the event loop."""
+        return await self._wait_async(self._empty_waiters, self._empty_now, timeout)
+
+    def _empty_now(self) -> bool:
+        return self.closed or self.finished.is_set() or len(self.producer) == 0
+
+    async def _wait_async(
+        self, waiters: list[Callable[[], None]], ready: Callable[[], bool], timeout: float
+    ) -> bool:
+        if ready():
+            return True
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:  # on the delivery thread (or the closing one)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_resolve, woken)
+
+        self._add_waiter(waiters, wake)
+        try:
+            if ready():  # woken before the waiter was in place
+                return True
+            await asyncio.wait_for(woken, max(0.0, timeout))
+        except asyncio.TimeoutError:
+            return ready()
+        finally:
+            self._remove_waiter(waiters, wake)
         return True
+
+    def _add_waiter(self, waiters: list[Callable[[], None]], wake: Callable[[], None]) -> None:
+        with self._lock:
+            waiters.append(wake)
+
+    def _remove_waiter(self, waiters: list[Callable[[], None]], wake: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            waiters.remove(wake)
+
+    def _wake(self, waiters: list[Callable[[], None]]) -> None:
+        with self._lock:
+            woken = list(waiters)
+            waiters.clear()
+        for wake in woken:
+            wake()
 
     def queued(self) -> int:
         """Messages not yet reported (queued, in flight, or reports not yet served)."""
@@ -430,9 +433,7 @@ class ProducerEntry:
                 return running.future
             job = _PartitionLookup(topic)
             self._lookups[topic] = job
-        threading.Thread(
-            target=self._lookup, args=(job,), name=f"trpc-kafka-metadata[{topic}]", daemon=True
-        ).start()
+        _submit(self._lookup, job)
         return job.future
 
     def _lookup(self, job: _PartitionLookup) -> None:
@@ -498,11 +499,36 @@ class ProducerEntry:
                     raise
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, done: list[_Done]) -> None:
-    try:
-        loop.call_soon_threadsafe(_complete, done)
-    except RuntimeError:  # the loop is closed: nobody awaits these any more
-        log.debug("kafka producer: %d delivery report(s) for a closed event loop", len(done))
+# -- the executor ---------------------------------------------------------------------------
+
+_executor: list[DaemonThreadPool] = []
+_executor_lock = threading.Lock()
+
+
+def _submit(fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn(*args)`` on the pool's executor (started on first use, again after a stop)."""
+    while True:
+        with _executor_lock:
+            if not _executor:
+                _executor.append(DaemonThreadPool(BACKGROUND_THREADS, "trpc-kafka-producer-bg"))
+            executor = _executor[0]
+        try:
+            executor.submit(fn, *args)
+            return
+        except RuntimeError:  # shut down by a close_all_producers meanwhile: use a new one
+            with _executor_lock:
+                if _executor and _executor[0] is executor:
+                    _executor.clear()
+
+
+def _stop_background() -> None:
+    """Stop the pool's executor and the blocking twins' loop (both restart when needed)."""
+    with _executor_lock:
+        executor = _executor.pop() if _executor else None
+    if executor is not None:
+        # Look-ups of closed producers end within a metadata slice; nobody waits for them.
+        executor.shutdown(wait=False)
+    syncloop.stop()
 
 
 # -- the pool -----------------------------------------------------------------------------
@@ -560,7 +586,7 @@ def _create(
             except Exception as exc:
                 raise framework_error(
                     RET_CLIENT_ROUTE_ERR,
-                    f"kafka client transport SendMessage: service discovery {cfg.discover!r} "
+                    f"kafka client transport {SEND}: service discovery {cfg.discover!r} "
                     f"failed for {cfg.brokers[0] if cfg.brokers else ''!r} in namespace "
                     f"{cfg.namespace!r}: {exc}",
                 ) from exc
@@ -571,7 +597,7 @@ def _create(
             err = kafka_error_of(exc)
             if err is None:
                 raise
-            raise to_trpc_error(err, "SendMessage") from exc
+            raise to_trpc_error(err, SEND) from exc
     except BaseException as exc:
         with slot.lock:  # a failed creation is not cached: the next call tries again
             slot.creating = None
@@ -588,8 +614,8 @@ def _find_or_create(
 ) -> tuple[_Slot, ProducerEntry | concurrent.futures.Future[ProducerEntry]]:
     """The live entry of ``cfg`` (one more user counted), or the shared creation to wait for.
 
-    ``inline``: build it on the calling thread (a blocking caller); otherwise on a thread of its
-    own, so an event loop never waits for it and a slow address never delays another.
+    ``inline``: build it on the calling thread (a blocking caller); otherwise on the pool's
+    executor, so an event loop never waits for it and a slow address never delays another.
     """
     key, settings = pool_key(cfg)
     with _pool_lock:
@@ -610,12 +636,7 @@ def _find_or_create(
         if inline and not cfg.discover:  # discovery may block: bounded by the caller's deadline
             _create(slot, job, key, cfg, settings)
         else:
-            threading.Thread(
-                target=_create,
-                args=(slot, job, key, cfg, settings),
-                name="trpc-kafka-producer-create",
-                daemon=True,
-            ).start()
+            _submit(_create, slot, job, key, cfg, settings)
     return slot, job
 
 
@@ -667,7 +688,7 @@ async def acquire_async(cfg: KafkaConfig, deadline: float | None = None) -> Prod
 def _creation_timeout() -> TrpcError:
     return framework_error(
         RET_CLIENT_TIMEOUT_ERR,
-        "kafka client transport SendMessage: timeout waiting for the producer of this address "
+        f"kafka client transport {SEND}: timeout waiting for the producer of this address "
         "to be created",
     )
 
@@ -715,26 +736,22 @@ async def close_all_producers(timeout: float = 10.0) -> None:
     sends) or caller (acked sends, code 141). Proxies stay usable: a later call opens a new
     producer. The server's shutdown calls this.
     """
-    from trpc_kafka._producer import syncloop
-
     entries = _begin_close_all(timeout)
-    end = time.monotonic() + timeout + _PURGE_GRACE
+    end = time.monotonic() + timeout + PURGE_GRACE
     for entry in entries:
         if not await entry.wait_closed_async(max(0.0, end - time.monotonic())):
             log.warning("kafka producer %s: delivery thread did not finish in time", entry.label)
-    syncloop.stop()
+    _stop_background()
 
 
 def close_all_producers_sync(timeout: float = 10.0) -> None:
     """Blocking twin of :func:`close_all_producers`, for code without an event loop."""
-    from trpc_kafka._producer import syncloop
-
     entries = _begin_close_all(timeout)
-    end = time.monotonic() + timeout + _PURGE_GRACE
+    end = time.monotonic() + timeout + PURGE_GRACE
     for entry in entries:
         if not entry.wait_closed(max(0.0, end - time.monotonic())):
             log.warning("kafka producer %s: delivery thread did not finish in time", entry.label)
-    syncloop.stop()
+    _stop_background()
 
 
 def _at_exit() -> None:
@@ -749,7 +766,9 @@ atexit.register(_at_exit)
 __all__ = [
     "ATEXIT_FLUSH_TIMEOUT",
     "AUTH_HOLD",
+    "BACKGROUND_THREADS",
     "MESSAGE_TIMEOUT_MS",
+    "PURGE_GRACE",
     "UNKNOWN_TOPIC_WAIT_MS",
     "UNREACHABLE_GRACE",
     "ProducerEntry",
@@ -757,7 +776,6 @@ __all__ = [
     "acquire_async",
     "close_all_producers",
     "close_all_producers_sync",
-    "delivery_error",
     "live_entries",
     "release",
     "set_producer_factory",
