@@ -102,7 +102,7 @@ class Send:
         except BufferError:
             return False
         except KafkaException as exc:
-            raise enqueue_error(exc, self.topic, self.op) from None
+            raise enqueue_error(exc, self.topic, self.op) from exc
         except (TypeError, ValueError):  # ValueError: a str librdkafka cannot take
             raise payload_problem(self.topic, self.key, self.value, self.headers) from None
         return True

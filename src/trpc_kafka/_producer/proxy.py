@@ -191,7 +191,7 @@ class ClientProxy:
             except BufferError:  # queue full: the general path waits for room
                 return await self._send(self._plan(True, topic, key, value, None, deadline))
             except KafkaException as exc:
-                raise enqueue_error(exc, topic, SEND) from None
+                raise enqueue_error(exc, topic, SEND) from exc
             except (TypeError, ValueError):  # ValueError: a str librdkafka cannot take
                 raise payload_problem(topic, key, value, None) from None
             return await self._ack(entry, topic, loop, fut, deadline)
@@ -224,7 +224,7 @@ class ClientProxy:
             except BufferError:  # queue full: the general path waits for room
                 pass
             except KafkaException as exc:
-                raise enqueue_error(exc, topic, ASYNC_SEND) from None
+                raise enqueue_error(exc, topic, ASYNC_SEND) from exc
             except (TypeError, ValueError):  # ValueError: a str librdkafka cannot take
                 raise payload_problem(topic, key, value, None) from None
         if self._chains is not None:
@@ -436,7 +436,7 @@ class ClientProxy:
         except asyncio.TimeoutError:
             raise _count_timeout(send, entry) from None
         except KafkaException as exc:
-            raise enqueue_error(exc, send.topic, send.op) from None
+            raise enqueue_error(exc, send.topic, send.op) from exc
         except asyncio.CancelledError:
             raise canceled(send.op) from None
 
@@ -527,7 +527,7 @@ class ClientProxy:
         except concurrent.futures.TimeoutError:
             raise _count_timeout(send, entry) from None
         except KafkaException as exc:
-            raise enqueue_error(exc, send.topic, send.op) from None
+            raise enqueue_error(exc, send.topic, send.op) from exc
 
     # -- binding the pooled producer ---------------------------------------------------------
 
