@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from tests.producer._util import closed_port, consume
 from tests.producer.test_proxy import Reports
-from trpc_kafka._config import address as address_mod
+from trpc_kafka._config import discovery as discovery_mod
 from trpc_kafka._config.address import register_discovery
 from trpc_kafka._producer import (
     close_all_producers,
@@ -57,10 +57,10 @@ class CountingFactory:
 
 @pytest.fixture
 def discoveries() -> Iterator[None]:
-    saved = dict(address_mod._discoveries)
+    saved = dict(discovery_mod._discoveries)
     yield
-    address_mod._discoveries.clear()
-    address_mod._discoveries.update(saved)
+    discovery_mod._discoveries.clear()
+    discovery_mod._discoveries.update(saved)
 
 
 # -- sharing ------------------------------------------------------------------------------
