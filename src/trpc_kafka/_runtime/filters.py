@@ -11,6 +11,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
+from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._runtime.context import Context
 
 Handler = Callable[[Context, Any], Awaitable[Any]]
@@ -50,8 +51,6 @@ def get_filter(name: str, side: Side) -> Filter | None:
 
 def resolve_filters(names: Sequence[str], side: Side, *, where: str) -> list[Filter]:
     """The filters named in a YAML ``filter:`` list; an unknown name is an error naming it."""
-    from trpc_kafka._config.errors import ConfigError
-
     filters: list[Filter] = []
     for name in names:
         f = get_filter(name, side)
