@@ -8,9 +8,6 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-# One scaling rule for timing bounds on a busy machine, re-exported for the producer tests.
-from tests.security._util import load_scaled as load_scaled
-
 
 @dataclass(frozen=True)
 class Record:

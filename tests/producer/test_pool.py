@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from tests.producer._util import closed_port, consume, load_scaled
+from tests.producer._util import closed_port, consume
 from tests.producer.test_proxy import Reports
+from tests.security._util import load_scaled
 from trpc_kafka._config import discovery as discovery_mod
 from trpc_kafka._config.address import register_discovery
 from trpc_kafka._producer import (

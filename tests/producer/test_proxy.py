@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.producer._util import closed_port, consume, consume_none, load_scaled
+from tests.producer._util import closed_port, consume, consume_none
+from tests.security._util import load_scaled
 from trpc_kafka._producer import ProducerMessage, new_client_proxy
 from trpc_kafka._producer.proxy import CanceledError, ClientProxy
 from trpc_kafka._runtime.context import Context, use_context

@@ -15,7 +15,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewPartitions
 
-from tests.producer._util import consume, load_scaled
+from tests.producer._util import consume
+from tests.security._util import load_scaled
 from trpc_kafka._producer import new_client_proxy
 from trpc_kafka._producer import pool as pool_mod
 from trpc_kafka._runtime.errors import TrpcError
