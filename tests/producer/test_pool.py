@@ -27,6 +27,7 @@ from trpc_kafka._producer import (
     close_all_producers_sync,
     new_client_proxy,
 )
+from trpc_kafka._producer import entry as entry_mod
 from trpc_kafka._producer import pool as pool_mod
 from trpc_kafka._runtime.errors import TrpcError
 
@@ -314,7 +315,7 @@ async def test_close_with_nothing_deliverable_is_prompt_and_reports_the_cause(
     else:
         await proxy.close()
     took = time.monotonic() - start
-    assert took < pool_mod.UNREACHABLE_GRACE + pool_mod.PROBE_TIMEOUT + 2.0, took
+    assert took < entry_mod.UNREACHABLE_GRACE + entry_mod.PROBE_TIMEOUT + 2.0, took
     assert reports.ok == []
     # One error callback per dropped message, naming the cause.
     assert sorted(int(f[2] or b"0") for f in reports.failed) == list(range(20))

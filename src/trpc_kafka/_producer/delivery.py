@@ -1,6 +1,6 @@
 """Delivery handling: what happens when librdkafka reports a message delivered or failed.
 
-Reports arrive on the delivery thread of the message's producer (``pool.ProducerEntry``):
+Reports arrive on the delivery thread of the message's producer (``entry.ProducerEntry``):
 
 - acked sends (``send_message`` and co.) awaited on an event loop: ``ProducerEntry.collect``
   records the report, and once per poll :func:`dispatch` hands the batch to each loop with one

@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
+from trpc_kafka._producer.entry import ProducerEntry
 from trpc_kafka._producer.errors import enqueue_error
 from trpc_kafka._producer.message import (
     Headers,
@@ -30,7 +31,6 @@ from trpc_kafka._producer.message import (
     topic_problem,
 )
 from trpc_kafka._producer.partitioner import Partitioner
-from trpc_kafka._producer.pool import ProducerEntry
 
 
 class Send:

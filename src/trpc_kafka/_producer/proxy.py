@@ -8,7 +8,9 @@ checks, partition when the count is cached, delivery record; no waiting), then s
 halves that keep only the waits: :meth:`ClientProxy._send` awaits (producer creation, partition
 count, queue room, acknowledgement) and :meth:`ClientProxy._send_blocking` blocks the calling
 thread for the same four. Every public call has an async form and a blocking twin named
-``<call>_sync``.
+``<call>_sync``. (This module is a little over 600 lines because it is the one class of the
+public calls: four calls times two halves, closing and binding. Everything that is not a call
+or a wait lives in the modules named above.)
 
 The hot paths (no filters, ``random`` partitioner, no headers, producer bound) skip the plan:
 an acked send is ``Producer.produce`` with one future the delivery thread completes in a batch
@@ -42,6 +44,7 @@ from trpc_kafka._producer import syncloop
 from trpc_kafka._producer.callbacks import ErrorCallback, SuccessCallback
 from trpc_kafka._producer.deadlines import call_deadline, deadlines_of
 from trpc_kafka._producer.delivery import NO_OFFSET, AckedResult, AsyncReporter, SyncWaiter
+from trpc_kafka._producer.entry import ProducerEntry
 from trpc_kafka._producer.errors import (
     ACK,
     ASYNC_SEND,
@@ -59,7 +62,6 @@ from trpc_kafka._producer.errors import (
 from trpc_kafka._producer.message import Headers, Payload, ProducerMessage, payload_problem
 from trpc_kafka._producer.partitioner import parse_partitioner
 from trpc_kafka._producer.plan import Send, checked_headers, filtered_request, raw_fields
-from trpc_kafka._producer.pool import ProducerEntry
 from trpc_kafka._runtime.context import Context, current_context
 from trpc_kafka._runtime.errors import TrpcError
 from trpc_kafka._runtime.filters import Filter, Handler, chain
