@@ -63,7 +63,15 @@ def settle(done: list[Done]) -> None:
         if fut.done():  # timed out or cancelled meanwhile
             continue
         if err is None:
-            fut.set_result(acked_result(msg))
+            # acked_result inlined: this runs once per acked send on the event loop.
+            offset = msg.offset()
+            partition = msg.partition()
+            fut.set_result(
+                (
+                    -1 if partition is None else partition,
+                    NO_OFFSET if offset is None or offset < 0 else offset,
+                )
+            )
         else:
             fut.set_exception(delivery_error(err, msg.topic(), SEND))
 
