@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -457,3 +458,53 @@ def test_script_exit_is_bounded_and_reports_the_undelivered() -> None:
     # The exit hook waits ATEXIT_FLUSH_TIMEOUT, then purges and reports each message.
     assert "failed=30" in stdout
     assert took < pool_mod.ATEXIT_FLUSH_TIMEOUT + pool_mod.PURGE_GRACE + 5
+
+
+async def test_a_non_last_close_waits_for_the_queue_without_polling(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    """An earlier proxy's close returns once the shared producer's queue was empty at a poll:
+    woken by the delivery thread, not by a sleep loop; the producer stays open for the other."""
+    topic = new_topic()
+    reports = Reports()
+    target = f"kafka://{kafka_bootstrap}?flushFrequency=200"
+    first, second = new_client_proxy("a", target=target), new_client_proxy("b", target=target)
+    await second.send_message(topic, None, b"bind")
+    for _ in range(50):
+        await first.async_send_message(topic, None, b"a")
+    entry = first._entry
+    assert entry is not None and entry.queued() > 0  # held back by the 200 ms linger
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def counting_sleep(delay: float, *args: Any) -> Any:
+        sleeps.append(delay)
+        return await real_sleep(delay, *args)
+
+    with mock.patch("asyncio.sleep", counting_sleep):
+        await first.close(timeout=load_scaled(20))
+    assert sleeps == []
+    assert len(reports.ok) == 50 and entry.queued() == 0
+    assert not entry.closed and pool_mod.live_entries() == [entry]
+    assert (await second.send_message(topic, None, b"still open"))[1] >= 0
+    await second.close()
+    assert entry.closed
+
+
+async def test_the_pool_executor_is_one_and_stops_with_the_pool(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic(partitions=2)
+    proxy = new_client_proxy("p", target=f"kafka://{kafka_bootstrap}?partitioner=roundrobin")
+    await proxy.send_message(topic, None, b"v")  # creation and a look-up: on the executor
+    [executor] = pool_mod._executor
+    workers = list(executor._threads)
+    assert workers and all(t.name.startswith("trpc-kafka-producer-bg") for t in workers)
+    assert all(t.daemon for t in workers)
+    await close_all_producers(5.0)
+    assert pool_mod._executor == []
+    for thread in workers:
+        thread.join(load_scaled(5))
+        assert not thread.is_alive()
+    await proxy.send_message(topic, None, b"again")  # a new executor on demand
+    assert len(pool_mod._executor) == 1
