@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.security._util import load_scaled
 from trpc_kafka._config.address import get_default_config
 from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._config.file import (
@@ -738,4 +739,6 @@ def test_large_file_loads_fast(tmp_path: Path) -> None:
         assert len(cfg.server.services) == 40_000
         assert cfg.server.services[-1].address_line == 3 * 40_000 + 5
     print(f"{size / 1e6:.1f} MB, 40,000 services: {min(spent):.2f} s CPU (runs: {spent})")
-    assert min(spent) < 2.0
+    # CPU time still grows on a busy machine (shared caches, hyper-threads): up to 4 s there,
+    # far below the 21-30 s of the pure-Python loader this guards against.
+    assert min(spent) < min(load_scaled(2.0), 4.0)
