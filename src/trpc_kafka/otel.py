@@ -37,6 +37,7 @@ from opentelemetry.context import Context as OtelContext
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
+from trpc_kafka import __version__
 from trpc_kafka._consumer.message import ConsumerMessage, ContinueWithoutCommit, Header
 from trpc_kafka._consumer.raw import Claim
 from trpc_kafka._observe import claim_of
@@ -109,8 +110,6 @@ class KafkaTracing:
         tracer_provider: trace.TracerProvider | None = None,
         propagator: TextMapPropagator | None = None,
     ) -> None:
-        from trpc_kafka import __version__
-
         self._tracer = trace.get_tracer("trpc_kafka", __version__, tracer_provider=tracer_provider)
         self._propagator = propagator
         # The group of each partition claim (a claim belongs to one service's assignment).

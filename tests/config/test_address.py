@@ -8,11 +8,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 
 from trpc_kafka._config.address import (
-    _SPEC_LIST,
-    _SPECS,
     ADDRESS_KEYS,
     KafkaConfig,
-    _to_int,
     get_default_config,
     parse_address,
     redact_address,
@@ -21,6 +18,7 @@ from trpc_kafka._config.address import (
     unregister_addr_config,
 )
 from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.keys import SPEC_LIST, SPECS, _to_int
 from trpc_kafka._config.rdkafka import consumer_settings, producer_settings
 
 # Every key of ../shared/reference/parameters.md (the reference plugin, v1.2.0).
@@ -301,7 +299,7 @@ def test_code_built_configs_are_checked_the_same() -> None:
         register_addr_config("fake_address_hostile", cfg)
 
 
-@pytest.mark.parametrize("key", [k for k in ADDRESS_KEYS if _SPECS[k].convert is _to_int])
+@pytest.mark.parametrize("key", [k for k in ADDRESS_KEYS if SPECS[k].convert is _to_int])
 def test_huge_integers_name_the_key(key: str) -> None:
     for digits in ("9" * 5000, "-" + "9" * 4301, "9" * 20):
         with pytest.raises(ConfigError) as info:
@@ -373,7 +371,7 @@ def test_async_spellings_go_reads_differently_are_refused(value: str) -> None:
 
 def _bound_addresses() -> list[str]:
     out = []
-    for spec in _SPEC_LIST:
+    for spec in SPEC_LIST:
         if spec.convert is not _to_int:
             continue
         for bound in (spec.low, spec.high):

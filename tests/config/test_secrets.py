@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -215,3 +217,60 @@ async def test_server_logs_from_load_to_serving(
     assert MASK in text  # the address was logged, masked
     assert_clean(text)
     assert_clean(caplog.text)
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+def _cli(*argv: str, tmp_path: Path) -> str:
+    """Run ``trpc-kafka ARGV`` as users do (a process), stdout and stderr together."""
+    out = subprocess.run(
+        [sys.executable, "-m", "trpc_kafka._tools.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    return out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # A cluster that cannot be reached: the send fails, its error is printed.
+        pytest.param(["produce", "-t", "t", "--timeout", "3", "hello"], marks=pytest.mark.slow),
+        # The same address refused by librdkafka for its (secret) value: a ConfigError.
+        ["produce", "-t", "t", "hello", "--extra", "&rdkafka.ssl.key.pem=PEMKEYsecret0001x"],
+        pytest.param(["topics list"], marks=pytest.mark.slow),
+    ],
+)
+def test_cli_prints_no_secret(argv: list[str], tmp_path: Path) -> None:
+    extra = ""
+    if "--extra" in argv:
+        i = argv.index("--extra")
+        extra = argv[i + 1]
+        argv = argv[:i] + argv[i + 2 :]
+    address = secret_address("127.0.0.1:1", extra=extra)
+    text = _cli(*argv[0].split(), "-b", address, *argv[1:], tmp_path=tmp_path)
+    assert "error" in text, text  # it failed, and said so
+    assert_clean(text)
+
+
+def test_cli_check_prints_no_secret(tmp_path: Path) -> None:
+    bad = secret_address("127.0.0.1:1", extra="&fetchMax=1")  # out of range: an error line
+    path = tmp_path / "trpc_python.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            server:
+              service:
+                - name: s
+                  protocol: kafka
+                  address: "{bad}"
+            """
+        )
+    )
+    text = _cli("check", "-v", str(path), tmp_path=tmp_path)
+    assert "fetchMax" in text, text
+    assert_clean(text)

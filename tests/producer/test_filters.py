@@ -12,7 +12,7 @@ import pytest
 from tests.producer._util import consume
 from tests.producer.test_proxy import Reports
 from trpc_kafka._config.file import parse_config, set_global_config
-from trpc_kafka._producer import ProducerMessage, new_client_proxy
+from trpc_kafka._producer import CanceledError, ProducerMessage, new_client_proxy, syncloop
 from trpc_kafka._runtime.context import Context, current_context, use_context
 from trpc_kafka._runtime.errors import TrpcError, business_error
 from trpc_kafka._runtime.filters import Handler, register_filter
@@ -193,3 +193,32 @@ async def test_no_filters_means_no_chain(kafka_bootstrap: str) -> None:
     proxy = new_client_proxy("p", target=f"kafka://{kafka_bootstrap}")
     assert proxy._chains is None
     assert proxy._fast
+
+
+def test_a_cancelled_blocking_call_is_161_canceled_error(kafka_bootstrap: str) -> None:
+    """Code 161 has one type on both paths: a blocking twin whose filter is cancelled (its
+    runner loop stops) raises CanceledError too, not a plain TrpcError."""
+    entered = threading.Event()
+
+    async def stuck(ctx: Context, req: Any, next: Handler) -> Any:
+        entered.set()
+        await asyncio.sleep(60)
+        return await next(ctx, req)
+
+    proxy = new_client_proxy("p", target=f"kafka://{kafka_bootstrap}", filters=[stuck])
+    caught: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            proxy.send_message_sync("t", None, b"v")
+        except BaseException as exc:  # CanceledError is a BaseException too
+            caught.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert entered.wait(30)
+    syncloop.stop()
+    thread.join(30)
+    [exc] = caught
+    assert isinstance(exc, CanceledError) and isinstance(exc, TrpcError)
+    assert exc.code == 161 and "SendMessage" in exc.msg

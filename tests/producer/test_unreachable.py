@@ -18,13 +18,13 @@ from confluent_kafka import KafkaError
 from tests.producer._util import closed_port, consume
 from tests.producer.test_proxy import Reports
 from trpc_kafka._producer import ProducerMessage, new_client_proxy
-from trpc_kafka._producer import pool as pool_mod
+from trpc_kafka._producer import entry as entry_mod
 from trpc_kafka._producer.proxy import ClientProxy
 from trpc_kafka._runtime.errors import TrpcError
 
 HINT = "Is your cluster reachable?"
 # When a refused cluster is known to be down: the grace, one probe, a poll, a busy machine.
-FAIL_FAST = pool_mod.UNREACHABLE_GRACE + pool_mod.PROBE_TIMEOUT + 2.5
+FAIL_FAST = entry_mod.UNREACHABLE_GRACE + entry_mod.PROBE_TIMEOUT + 2.5
 
 
 def _refusing() -> list[str]:
@@ -146,7 +146,7 @@ async def test_unknown_topic_without_auto_creation_is_141_naming_it(
             await asyncio.to_thread(proxy.send_message_sync, topic, b"k", b"v")
         else:
             await proxy.send_message(topic, b"k", b"v")
-    assert time.monotonic() - start < pool_mod.UNKNOWN_TOPIC_WAIT_MS / 1000 + 3
+    assert time.monotonic() - start < entry_mod.UNKNOWN_TOPIC_WAIT_MS / 1000 + 3
     assert info.value.code == 141
     assert f"topic {topic!r} does not exist" in info.value.msg
     await proxy.close()
@@ -188,8 +188,8 @@ def test_default_bounds_reach_librdkafka_and_yield_to_the_address(kafka_bootstra
         proxy._bind(None)
         proxy.close_sync(0.5)
     ours, theirs = capture.settings
-    assert ours["message.timeout.ms"] == pool_mod.MESSAGE_TIMEOUT_MS
-    assert ours["topic.metadata.propagation.max.ms"] == pool_mod.UNKNOWN_TOPIC_WAIT_MS
+    assert ours["message.timeout.ms"] == entry_mod.MESSAGE_TIMEOUT_MS
+    assert ours["topic.metadata.propagation.max.ms"] == entry_mod.UNKNOWN_TOPIC_WAIT_MS
     assert theirs["message.timeout.ms"] == "5000"
     assert theirs["topic.metadata.propagation.max.ms"] == "9"
 

@@ -49,9 +49,7 @@ def set_group_configs(bootstrap: str, group: str, **configs: str) -> None:
 def produce_small_batches(bootstrap: str, topic: str, values: Iterable[bytes]) -> None:
     """Produce in batches of at most 10 records: the broker hands out whole producer batches,
     so small ones spread over the members of a share group."""
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "batch.num.messages": 10, "linger.ms": 5}
-    )
+    producer = Producer({"bootstrap.servers": bootstrap, "batch.num.messages": 10, "linger.ms": 5})
     for value in values:
         while True:
             try:

@@ -78,8 +78,10 @@ async def test_sigkilled_member_records_are_redelivered_to_the_others_after_the_
         # slowly; then member b joins, then a is killed with most of them in hand.
         produce_small_batches(kafka_bootstrap, topic, (b"%d" % i for i in range(total)))
         await wait_until(
-            lambda: sum(line.startswith("start") for line in _lines(out)) >= 3
-            or proc.poll() is not None,
+            lambda: (
+                sum(line.startswith("start") for line in _lines(out)) >= 3
+                or proc.poll() is not None
+            ),
             120,
             f"member a handling; its log: {log}",
         )

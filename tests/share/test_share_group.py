@@ -104,8 +104,10 @@ async def test_failed_record_is_released_redelivered_then_dead_lettered_and_reje
     produce_small_batches(kafka_bootstrap, topic, (str(i).encode() for i in range(50)))
     async with serving(server):
         await wait_until(
-            lambda: [d for v, d, _ in seen if v == poison] == [1, 2, 3]
-            and len({v for v, _, _ in seen}) == 50,
+            lambda: (
+                [d for v, d, _ in seen if v == poison] == [1, 2, 3]
+                and len({v for v, _, _ in seen}) == 50
+            ),
             60,
             "the poison record delivered 3 times and the others handled",
         )
@@ -262,7 +264,6 @@ def _read_all(bootstrap: str, topic: str, count: int) -> list[Any]:
     return out
 
 
-
 @pytest.mark.slow
 async def test_records_whose_lock_ran_out_before_their_turn_are_not_handled_twice(
     kafka_bootstrap: str, topic: str, caplog: Any
@@ -336,9 +337,13 @@ async def test_timeout_trpc_meta_and_rate_limit_work_as_for_a_consumer_group(
         producer.produce(topic, str(i).encode(), headers=[("trace", b"t-%d" % i)])
     assert producer.flush(30) == 0
     async with serving(server):
-        await wait_until(lambda: len({v for v, _, _, _ in seen}) == 20 and (0, 2) in {
-            (v, d) for v, d, _, _ in seen
-        }, 60, "all handled, record 0 twice")
+        await wait_until(
+            lambda: (
+                len({v for v, _, _, _ in seen}) == 20 and (0, 2) in {(v, d) for v, d, _, _ in seen}
+            ),
+            60,
+            "all handled, record 0 twice",
+        )
     assert {(v, m) for v, _, m, _ in seen} == {(i, b"t-%d" % i) for i in range(20)}
     assert sorted(d for v, d, _, _ in seen if v == 0) == [1, 2]
     times = sorted(t for _, _, _, t in seen)

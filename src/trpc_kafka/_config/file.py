@@ -27,6 +27,11 @@ Hostile files are refused at load, never crash or hang the loader: control chara
 that do not construct, integers beyond 64 bits, recursive anchors and alias bombs (expansion is
 bounded by the file's own size). Kafka addresses (kafka services' ``address``, kafka clients'
 ``target``) are parsed at load too, so ``new_server()`` reports a bad one at its line.
+
+Why one module of about 850 lines: it is the one reader of one file format. The schema's
+dataclasses, the node-by-node parser that keeps line numbers, its hostile-input checks and the
+error texts that name file, line and key path change together (a new key touches all four);
+split, each piece would import the others' privates.
 """
 
 from __future__ import annotations

@@ -10,10 +10,24 @@ protocol versions it speaks (ApiVersionRequest), the problem that key solves for
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any, Final
 
-from trpc_kafka._config.address import KafkaConfig, resolve_brokers
+from confluent_kafka import KafkaException, Producer
+
+from trpc_kafka._config.discovery import resolve_brokers
+from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.keys import (
+    RDKAFKA_PREFIX,
+    TLS_SPECS,
+    check_text,
+    is_object_setting,
+    shorten,
+)
+from trpc_kafka._config.model import KafkaConfig
 from trpc_kafka._config.secrets import MASK, is_secret_key
+from trpc_kafka._kafka_errors import kafka_error_of
 from trpc_kafka._rdkafka_stats import with_stats
 
 # Sarama's sticky is an eager protocol librdkafka does not implement; librdkafka's sticky
@@ -24,7 +38,7 @@ OFFSET_RESET: Final = {"newest": "latest", "oldest": "earliest"}
 ISOLATION: Final = {"ReadUncommitted": "read_uncommitted", "ReadCommitted": "read_committed"}
 # groupProtocol=consumer (KIP-848): the broker assigns, with its assignors (group.consumer.
 # assignors: uniform, range). Its uniform assignor is sticky; roundrobin has none (refused at
-# parse time, see address.validate_group_mode).
+# parse time, see KafkaConfig._validate_group_mode).
 REMOTE_ASSIGNORS: Final = {"sticky": "uniform", "range": "range"}
 SHARE_POLL_RECORDS: Final = 100
 """Records a share group member acquires per poll (``max.poll.records``) for a single-message
@@ -223,3 +237,80 @@ def admin_settings(cfg: KafkaConfig) -> dict[str, Any]:
 def redact_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """librdkafka settings fit to show: secret values (passwords, keys) replaced."""
     return {k: (MASK if v and is_secret_key(k) else v) for k, v in settings.items()}
+
+
+# -- librdkafka's own judgement, at parse time ---------------------------------------
+
+
+def check_rdkafka_settings(settings: Mapping[str, Any]) -> None:
+    """Let librdkafka judge pass-through settings now, with its own message, not at first use.
+
+    Text librdkafka cannot take and settings that need Python objects are refused first:
+    neither may reach confluent-kafka (a surrogate in a name crashes it).
+    """
+    for name, value in settings.items():
+        key = RDKAFKA_PREFIX + str(name)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"key {key!r}: a librdkafka property name is text", key=key)
+        check_text(key, name, is_name=True)
+        if is_object_setting(name):
+            raise ConfigError(
+                f"key {key!r} is a confluent-kafka callback or object setting, which an "
+                f"address cannot set; allowed: rdkafka.<librdkafka property> with a text value",
+                key=key,
+            )
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(
+                f"key {key!r}: the value must be text or a number, got {type(value).__name__}",
+                key=key,
+            )
+        if isinstance(value, str):
+            check_text(key, value)
+    quiet = logging.getLogger("trpc_kafka.config.check")
+    quiet.disabled = True  # property-kind warnings of a throwaway instance are noise
+    for name, value in settings.items():
+        try:
+            # No bootstrap servers: the instance never connects anywhere.
+            Producer({name: value, "logger": quiet})
+        except (KafkaException, TypeError, ValueError) as exc:
+            err = kafka_error_of(exc)
+            text = str(exc) if err is None else err.str()
+            secret = is_secret_key(name)
+            if secret and str(value):
+                text = text.replace(str(value), MASK)
+            shown = MASK if secret else shorten(str(value))
+            raise ConfigError(
+                f"key {RDKAFKA_PREFIX + name!r} (value {shown!r}) rejected by librdkafka: "
+                f"{text.strip()}",
+                key=RDKAFKA_PREFIX + name,
+            ) from None
+
+
+def check_tls_files(cfg: KafkaConfig) -> None:
+    """Let librdkafka load the CA, certificate and key now (a wrong key password, a file that
+    is no PEM), with its own message, instead of failing at first use."""
+    if not (cfg.tls_ca_file or cfg.tls_cert_file):
+        return
+    settings = tls_settings(cfg)
+    try:
+        # No bootstrap servers: the instance never connects anywhere.
+        Producer({"security.protocol": "SSL", **settings, "log_level": 0})
+    except KafkaException as exc:
+        keys = [
+            spec.key
+            for spec in TLS_SPECS
+            if spec.key != "tlsVerifyHostname" and getattr(cfg, spec.field)
+        ]
+        err = kafka_error_of(exc)
+        text = str(exc) if err is None else err.str()
+        if cfg.tls_key_password:
+            text = text.replace(cfg.tls_key_password, MASK)
+        if "ssl.key.location" in text:
+            text += (
+                " (the private key of tlsKeyFile cannot be read: it is no PEM key, or it is "
+                "encrypted and tlsKeyPassword is missing or wrong)"
+            )
+        raise ConfigError(
+            f"keys {', '.join(map(repr, keys))}: librdkafka cannot use the TLS files: {text}",
+            key=keys[0],
+        ) from None

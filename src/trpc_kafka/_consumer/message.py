@@ -95,7 +95,7 @@ def _readable_headers(poisoned: object) -> list[Header] | None:
     Its items are looked at through the C API first: indexing a NULL from Python crashes.
     None when the list is not the expected shape.
     """
-    import ctypes  # only ever needed for a poisoned record
+    import ctypes  # noqa: PLC0415 - only ever needed for a poisoned record
 
     # Own prototypes (borrowed pointer as an int, None for NULL): the shared
     # ctypes.pythonapi attributes are left as other code configured them.

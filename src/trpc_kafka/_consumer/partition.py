@@ -21,7 +21,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from trpc_kafka._consumer.limiter import TokenBucket
 from trpc_kafka._consumer.message import ContinueWithoutCommit, WireMessage, record_headers
@@ -198,13 +198,13 @@ class HandlerSpec:
         self.fail = fail
 
 
-class DeadLetterSink:
-    """Interface of the dead-letter sender (see ``dead_letter.py``)."""
+class DeadLetterSink(Protocol):
+    """What a worker needs of the dead-letter sender (``dead_letter.DeadLetterSender``)."""
 
     topic: str
 
     async def send(self, msgs: list[WireMessage], error: BaseException, attempts: int) -> None:
-        raise NotImplementedError
+        """Return once every copy is acknowledged; raise to have the consumer retry."""
 
 
 # The worker whose task is running: lets the plain-def handler wrapper record a thread that

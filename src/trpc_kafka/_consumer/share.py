@@ -724,9 +724,7 @@ def _batches_of(records: list[Any], size: int) -> list[list[Any]]:
     by_partition: dict[tuple[str, int], list[Any]] = {}
     for record in records:
         by_partition.setdefault((record.topic(), record.partition()), []).append(record)
-    return [
-        part[i : i + size] for part in by_partition.values() for i in range(0, len(part), size)
-    ]
+    return [part[i : i + size] for part in by_partition.values() for i in range(0, len(part), size)]
 
 
 def _set_done(done: asyncio.Future[None]) -> None:
@@ -739,4 +737,3 @@ def _text(exc: BaseException) -> str:
     if isinstance(err, KafkaError):
         return describe(err)
     return str(exc) or type(exc).__name__
-

@@ -102,9 +102,7 @@ _LEAVE_RESERVE: Final = 1.0
 """Of the stop bound, what the final commit's retries leave for ``close()`` (revoke, leave)."""
 COMMIT_RETRY_STEP: Final = 0.2
 """Seconds between two tries of the final commit while the group finishes a rebalance."""
-_REJOIN_CODES: Final = frozenset(
-    {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION}
-)
+_REJOIN_CODES: Final = frozenset({KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION})
 """Commit errors of a member in the middle of a rebalance: the broker's group has moved to a
 generation this member has not synced yet (ILLEGAL_GENERATION) or is between JoinGroup and
 SyncGroup (REBALANCE_IN_PROGRESS). The same commit succeeds once the member has rejoined."""
@@ -850,7 +848,6 @@ class KafkaServiceTransport:
                     f"kafka server transport: consume fail: {describe(err, topic)}",
                 )
             )
-
 
 
 def _set_done(done: asyncio.Future[None]) -> None:

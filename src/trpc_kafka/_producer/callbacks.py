@@ -20,7 +20,6 @@ for a delivery timeout) whose ``__cause__`` is the ``confluent_kafka.KafkaExcept
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
@@ -32,8 +31,6 @@ SuccessCallback: TypeAlias = Callable[[str, "bytes | None", "bytes | None", Any]
 """``(topic, key, value, headers) -> None``"""
 ErrorCallback: TypeAlias = Callable[[BaseException, str, "bytes | None", "bytes | None", Any], None]
 """``(err, topic, key, value, headers) -> None``"""
-
-_PACKAGE: Final = "trpc_kafka"
 
 
 def async_producer_success_callback(
@@ -59,24 +56,43 @@ def async_producer_error_callback(
     )
 
 
-_DEFAULT_SUCCESS: Final = async_producer_success_callback
-_DEFAULT_ERROR: Final = async_producer_error_callback
+PACKAGE_NAMES: Final = ("async_producer_success_callback", "async_producer_error_callback")
+"""The package attributes that hold the two callbacks (``trpc_kafka.<name> = fn`` sets one)."""
 
 
-def current_success_callback() -> SuccessCallback:
-    """``trpc_kafka.async_producer_success_callback`` as it is now (the default if unset)."""
-    module = sys.modules.get(_PACKAGE)
-    cb = getattr(module, "async_producer_success_callback", None)
-    return _DEFAULT_SUCCESS if cb is None else cb
+class PackageCallbacks:
+    """The package-level pair as it is now; the one place the delivery path reads it.
+
+    ``trpc_kafka``'s module class writes here whenever one of :data:`PACKAGE_NAMES` is assigned
+    or deleted on the package (see ``trpc_kafka/__init__.py``), so nothing below the package
+    reads the package's namespace.
+    """
+
+    __slots__ = ("error", "success")
+
+    def __init__(self) -> None:
+        self.success: SuccessCallback = async_producer_success_callback
+        self.error: ErrorCallback = async_producer_error_callback
+
+    def set(self, name: str, cb: Any) -> None:
+        """Assign the callback of package attribute ``name`` (None: back to the default)."""
+        if name == "async_producer_success_callback":
+            self.success = async_producer_success_callback if cb is None else cb
+        elif name == "async_producer_error_callback":
+            self.error = async_producer_error_callback if cb is None else cb
+        else:  # pragma: no cover - the package forwards only PACKAGE_NAMES
+            raise AttributeError(name)
 
 
-def current_error_callback() -> ErrorCallback:
-    """``trpc_kafka.async_producer_error_callback`` as it is now (the default if unset)."""
-    module = sys.modules.get(_PACKAGE)
-    cb = getattr(module, "async_producer_error_callback", None)
-    return _DEFAULT_ERROR if cb is None else cb
+package_callbacks: Final = PackageCallbacks()
 
 
-def is_default_success(cb: object) -> bool:
-    """Whether ``cb`` is the do-nothing default (lets the delivery thread skip building args)."""
-    return cb is _DEFAULT_SUCCESS
+def success_callback(own: SuccessCallback | None) -> SuccessCallback | None:
+    """The success callback a report goes to; None for the do-nothing default (nothing to call)."""
+    cb = package_callbacks.success if own is None else own
+    return None if cb is async_producer_success_callback else cb
+
+
+def error_callback(own: ErrorCallback | None) -> ErrorCallback:
+    """The error callback a report goes to: the proxy's own, else the package's."""
+    return package_callbacks.error if own is None else own

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Literal, Protocol
 
+from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._runtime.context import Context
 
 Handler = Callable[[Context, Any], Awaitable[Any]]
@@ -78,8 +79,6 @@ def _load_built_in(name: str) -> None:
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] != library:
             raise
-        from trpc_kafka._config.errors import ConfigError
-
         raise ConfigError(
             f"filter {name!r} needs {library}, which is not installed: "
             f"pip install 'trpc-kafka[{extra}]'",
@@ -90,8 +89,6 @@ def _load_built_in(name: str) -> None:
 
 def resolve_filters(names: Sequence[str], side: Side, *, where: str) -> list[Filter]:
     """The filters named in a YAML ``filter:`` list; an unknown name is an error naming it."""
-    from trpc_kafka._config.errors import ConfigError
-
     filters: list[Filter] = []
     for name in names:
         try:

@@ -16,6 +16,7 @@ verification passes for both. Keys are EC P-256: generating them takes milliseco
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import shutil
@@ -234,8 +235,6 @@ def generate(
 
 
 def _is_ip(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
     except ValueError:
