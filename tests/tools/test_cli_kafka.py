@@ -272,6 +272,16 @@ def test_check_reports_every_bad_address_with_its_line(tmp_path: Path) -> None:
     assert proc.stderr == "" and missing.returncode == 1 and "not found" in missing.stdout
 
 
+def test_usage_errors_mask_secrets_argparse_quotes() -> None:
+    secret = "s3cr3t-Typed-On-The-Command-Line"
+    address = f"127.0.0.1:9092?mechanism=PLAIN&user=u&password={secret}"
+    for args in (("topics", address), ("groups", "describe", "g", "--nope", f"password={secret}")):
+        proc = cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert "password=******" in proc.stderr, proc.stderr
+        assert secret not in proc.stderr + proc.stdout
+
+
 def test_errors_are_one_line_without_a_traceback(tmp_path: Path) -> None:
     bad = cli("produce", "-b", "127.0.0.1:9092?nope=1", "-t", "t", "x")
     assert "unknown key 'nope'" in one_line_error(bad)

@@ -31,6 +31,7 @@ from confluent_kafka import KafkaError, KafkaException
 import trpc_kafka
 from trpc_kafka._config.address import topic_name_problem
 from trpc_kafka._config.errors import ConfigError
+from trpc_kafka._config.secrets import redact_text
 from trpc_kafka._kafka_errors import describe, kafka_error_of
 from trpc_kafka._runtime.errors import TrpcError
 from trpc_kafka._tools import admin, benchmark, check, console, runner, security
@@ -94,8 +95,19 @@ _TIMEOUT_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error quoting what was typed masks the secrets in it.
+
+    argparse repeats a mistyped argument in its error (``invalid choice: 'h:9092?password=...'``);
+    sub-commands are built with this class too (``add_subparsers`` uses the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact_text(message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"{PROG} {trpc_kafka.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     console.add_parsers(commands)
