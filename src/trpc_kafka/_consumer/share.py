@@ -62,7 +62,7 @@ from trpc_kafka._config.rdkafka import (
 from trpc_kafka._consumer.message import ContinueWithoutCommit, WireMessage, record_headers
 from trpc_kafka._consumer.partition import ConsumerContext, HandlerSpec, _describe
 from trpc_kafka._consumer.raw import Claim, GroupSessionView, RawKafkaContext
-from trpc_kafka._kafka_errors import describe
+from trpc_kafka._kafka_errors import describe, kafka_error_of
 from trpc_kafka._rdkafka_log import rdkafka_log
 from trpc_kafka._runtime import errors as codes
 from trpc_kafka._runtime.context import set_current_context
@@ -174,8 +174,8 @@ class ShareGroupMember:
         try:
             consumer = ShareConsumer(settings)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else exc
-            text = err.str() if isinstance(err, KafkaError) else str(err)
+            err = kafka_error_of(exc)
+            text = err.str() if err is not None else str(exc)
             raise service.config_error(
                 f"librdkafka rejected the share consumer settings: {text}",
                 key="address",
@@ -603,8 +603,8 @@ class ShareGroupMember:
                 try:
                     records = consumer.poll(POLL_TIMEOUT)  # also sends the acknowledgements
                 except KafkaException as exc:
-                    err = exc.args[0] if exc.args else None
-                    if isinstance(err, KafkaError):
+                    err = kafka_error_of(exc)
+                    if err is not None:
                         self._report(err, None)
                         if err.fatal():
                             raise
@@ -733,7 +733,7 @@ def _set_done(done: asyncio.Future[None]) -> None:
 
 
 def _text(exc: BaseException) -> str:
-    err = exc.args[0] if exc.args else None
-    if isinstance(err, KafkaError):
+    err = kafka_error_of(exc)
+    if err is not None:
         return describe(err)
     return str(exc) or type(exc).__name__

@@ -45,6 +45,7 @@ from confluent_kafka.admin import AdminClient
 # Where it is defined: confluent_kafka.admin re-exports it without declaring it for mypy.
 from confluent_kafka.cimpl import NewTopic
 
+from trpc_kafka._kafka_errors import kafka_error_of
 from trpc_kafka._tools import security
 from trpc_kafka._tools.security import Credentials
 from trpc_kafka._tools.tls import TlsError
@@ -1128,7 +1129,8 @@ def _wait_usable(nodes: Sequence[_Node], deadline: float, timeout: float) -> Non
                 try:
                     futures[_PROBE_TOPIC].result(timeout=min(left, 15.0))
                 except KafkaException as exc:
-                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    err = kafka_error_of(exc)
+                    if err is None or err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise
                 created = True
             found = admin.list_topics(topic=_PROBE_TOPIC, timeout=min(left, 3.0)).topics.get(
@@ -1168,9 +1170,8 @@ def _delete_probe(admin: AdminClient, nodes: Sequence[_Node], deadline: float) -
                 deleted = True
             except (KafkaException, concurrent.futures.TimeoutError) as exc:
                 # UNKNOWN_TOPIC_OR_PART: an earlier attempt went through after all.
-                deleted = isinstance(exc, KafkaException) and (
-                    exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-                )
+                err = kafka_error_of(exc)
+                deleted = err is not None and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
         if deleted:
             # Each node learns of the deletion from the metadata log, a moment apart.
             with contextlib.suppress(KafkaException):
