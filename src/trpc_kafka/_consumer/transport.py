@@ -281,6 +281,9 @@ class KafkaServiceTransport:
         limiter = None
         if cfg.limiter_rate is not None:
             limiter = TokenBucket(cfg.limiter_rate, cfg.limiter_burst)
+        # A plain def handler of single messages is handed whole chunks in its thread, unless
+        # something async (filters, the limiter) must run around each call.
+        chunked = not reg.is_async and cfg.batch <= 0 and not service.filters and limiter is None
         return HandlerSpec(
             service_name=service.name,
             call=chain(service.filters, inner),
@@ -294,6 +297,8 @@ class KafkaServiceTransport:
             retry_interval=cfg.consumer_retry_interval_ms / 1000,
             dead_letter=self._dead_letter,
             fail=service.fail,
+            sync_fn=reg.fn if chunked else None,
+            executor=self._get_executor() if chunked else None,
         )
 
     def _get_executor(self) -> DaemonThreadPool:
@@ -337,7 +342,9 @@ class KafkaServiceTransport:
         for state in states:
             if state.key in self._workers or not self._fetching:
                 continue
-            self._workers[state.key] = PartitionWorker(self._spec, state)
+            worker = PartitionWorker(self._spec, state)
+            worker.start()
+            self._workers[state.key] = worker
 
     def _dispatch(self, groups: list[tuple[PartitionState, list[Any], int]]) -> None:
         workers = self._workers
@@ -350,7 +357,7 @@ class KafkaServiceTransport:
         workers = [w for w in (self._workers.pop(k, None) for k in keys) if w is not None]
         for worker in workers:
             worker.request_stop()
-        pending = {w.task for w in workers if not w.task.done()}
+        pending = {w.task for w in workers if w.task is not None and not w.task.done()}
         if not pending:
             return
         _, late = await asyncio.wait(pending, timeout=grace)
