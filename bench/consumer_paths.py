@@ -3,6 +3,8 @@
     .venv/bin/python bench/consumer_paths.py                  # 1M records, 3 rounds
     .venv/bin/python bench/consumer_paths.py --quick          # 200k records, 2 rounds
     .venv/bin/python bench/consumer_paths.py --bootstrap HOST:PORT --variants raw,def
+    git archive main src | tar -x -C /tmp/before       # and the same on the code of main:
+    .venv/bin/python bench/consumer_paths.py --before-src /tmp/before
 
 Without ``--bootstrap`` a 1-node local broker is started in a temporary directory and stopped at
 the end. One topic of 6 partitions is pre-loaded with ``--messages`` values of 100 bytes; every
@@ -229,10 +231,14 @@ def preload(bootstrap: str, n: int) -> str:
 
 
 def _spawn(variant: str, bootstrap: str, topic: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", variant, "--bootstrap", bootstrap]
+    kind, _, before = variant.partition("@")
+    cmd = [sys.executable, __file__, "--child", kind, "--bootstrap", bootstrap]
     cmd += ["--topic", topic, "--messages", str(args.messages)]
+    env = dict(os.environ)
+    if before:  # the same variant on another source tree (e.g. `git archive` of main)
+        env["PYTHONPATH"] = str(Path(args.before_src).resolve() / "src")
     done = subprocess.run(
-        cmd, check=False, capture_output=True, text=True, timeout=args.child_timeout
+        cmd, check=False, capture_output=True, text=True, timeout=args.child_timeout, env=env
     )
     if done.returncode != 0:
         raise RuntimeError(f"{variant} failed ({done.returncode}):\n{done.stderr[-4000:]}")
@@ -249,6 +255,8 @@ def run_parent(args: argparse.Namespace) -> int:
     args.messages = args.messages or 1_000_000
     args.rounds = args.rounds or 3
     variants = [v for v in args.variants.split(",") if v]
+    if args.before_src:
+        variants += [f"{v}@before" for v in variants if v in ("async", "def", "batch")]
     with broker_or_temporary(args.bootstrap) as bootstrap:
         started = time.perf_counter()
         topic = preload(bootstrap, args.messages)
@@ -259,7 +267,7 @@ def run_parent(args: argparse.Namespace) -> int:
                 result = _spawn(variant, bootstrap, topic, args)
                 runs[variant].append(result)
                 print(
-                    f"round {round_no + 1}/{args.rounds} {variant:9s} {result['rate']:>11,.0f} "
+                    f"round {round_no + 1}/{args.rounds} {variant:14s} {result['rate']:>11,.0f} "
                     f"msg/s ({result['seconds']:.2f}s, total {result['total_s']:.2f}s) "
                     f"peak RSS {result['peak_rss_mb']:.0f} MB",
                     flush=True,
@@ -302,10 +310,10 @@ def run_parent(args: argparse.Namespace) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("\nvariant    median msg/s   x raw   peak RSS")
+    print("\nvariant         median msg/s   x raw   peak RSS")
     for v, m in medians.items():
         ratio = f"{ratios[v]:.2f}" if v in ratios else "-"
-        print(f"{v:9s} {m['rate']:>13,.0f} {ratio:>7s} {m['peak_rss_mb']:>7.0f} MB")
+        print(f"{v:14s} {m['rate']:>13,.0f} {ratio:>7s} {m['peak_rss_mb']:>7.0f} MB")
     for name, t in targets.items():
         print(f"target {name} >= {t['least']}: {t['ratio']:.2f} {'met' if t['met'] else 'NOT met'}")
     print(f"written to {args.out}")
@@ -319,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=0, help="records (default 1M)")
     parser.add_argument("--rounds", type=int, default=0, help="rounds (default 3)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--before-src",
+        help="a source tree (with src/trpc_kafka) whose service variants run too, as "
+        "VARIANT@before: before/after figures in one run",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child-timeout", type=float, default=900.0)
     parser.add_argument("--child", help=argparse.SUPPRESS)

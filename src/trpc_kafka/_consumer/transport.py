@@ -26,10 +26,12 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from itertools import groupby
 from typing import Any, Final
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_address
 from trpc_kafka._config.errors import ConfigError
@@ -140,6 +142,9 @@ class KafkaServiceTransport:
         self._final_retry_at = 0.0
         # Event loop only.
         self._workers: dict[tuple[str, int], PartitionWorker] = {}
+        # Fetched chunks from the poll thread to the loop; scheduled: a drain is pending.
+        self._inbox: deque[list[tuple[PartitionState, list[Any], int]]] = deque()
+        self._inbox_scheduled = False
         # Set by the loop, read by the poll thread.
         self._fetching = True
         self._close_requested = False
@@ -346,12 +351,17 @@ class KafkaServiceTransport:
             worker.start()
             self._workers[state.key] = worker
 
-    def _dispatch(self, groups: list[tuple[PartitionState, list[Any], int]]) -> None:
+    def _dispatch_inbox(self) -> None:
+        # Cleared before draining: what the poll thread adds from here on is either drained
+        # now or scheduled again by it.
+        self._inbox_scheduled = False
+        inbox = self._inbox
         workers = self._workers
-        for state, records, nbytes in groups:
-            worker = workers.get(state.key)
-            if worker is not None and worker.state is state:
-                worker.push((records, nbytes))
+        while inbox:
+            for state, records, nbytes in inbox.popleft():
+                worker = workers.get(state.key)
+                if worker is not None and worker.state is state:
+                    worker.push((records, nbytes))
 
     async def _stop_workers(self, keys: list[tuple[str, int]], grace: float) -> None:
         workers = [w for w in (self._workers.pop(k, None) for k in keys) if w is not None]
@@ -451,38 +461,45 @@ class KafkaServiceTransport:
             self._finish()
 
     def _deliver(self, records: list[Any]) -> None:
+        """Hand one ``consume()`` result to the workers, as one chunk per partition.
+
+        The per-record work runs in C (``any``/``map``, ``groupby`` with the Message type's
+        own methods as keys): this thread shares the GIL with the handlers.
+        """
+        if any(map(_record_error, records)):  # rare: report the errors, deliver the rest
+            kept = []
+            for record in records:
+                err = record.error()
+                if err is None:
+                    kept.append(record)
+                else:
+                    self._report(err, record.topic())
+            records = kept
         states = self._states
-        groups: list[tuple[PartitionState, list[Any], int]] = []
-        current: list[Any] | None = None
-        state: PartitionState | None = None
-        partition = -1
-        topic = ""
-        multi = self._multi_topic
-        for record in records:
-            if record.error() is not None:
-                self._report(record.error(), record.topic())
+        sized: list[tuple[PartitionState, list[Any], int]] = []
+        if self._multi_topic:
+            groups: Any = groupby(records, _topic_partition)
+        else:
+            topic = records[0].topic() if records else ""
+            groups = (((topic, p), g) for p, g in groupby(records, _record_partition))
+        for key, group in groups:
+            state = states.get(key)
+            if state is None:  # not (or no longer) assigned: stale
                 continue
-            p = record.partition()
-            if p != partition or (multi and record.topic() != topic):
-                partition = p
-                topic = record.topic()
-                state = states.get((topic, p))
-                if state is None:  # not (or no longer) assigned: stale
-                    current = None
-                    continue
-                current = []
-                groups.append((state, current, 0))
-            if current is not None:
-                current.append(record)
-        if not groups:
-            return
-        sized = []
-        for state, chunk, _ in groups:
+            chunk = list(group)
             nbytes = sum(map(len, chunk))
             state.delivered += len(chunk)
             state.delivered_bytes += nbytes
             sized.append((state, chunk, nbytes))
-        self._call_loop(self._dispatch, sized)
+        if not sized:
+            return
+        # One wake-up of the loop for what arrives while it is busy: a call_soon_threadsafe
+        # is a write to the loop's self-pipe (and a GIL hand-over) per call.
+        self._inbox.append(sized)
+        if not self._inbox_scheduled:
+            self._inbox_scheduled = True
+            if not self._call_loop(self._dispatch_inbox):
+                self._inbox_scheduled = False
 
     def _call_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
         loop = self._loop
@@ -843,6 +860,15 @@ class KafkaServiceTransport:
                 )
             )
 
+
+
+# Message methods called from C (map, groupby): no Python frame per record.
+_record_error = Message.error
+_record_partition = Message.partition
+
+
+def _topic_partition(record: Any) -> tuple[str, int]:
+    return record.topic(), record.partition()
 
 
 def _set_done(done: asyncio.Future[None]) -> None:
