@@ -78,6 +78,7 @@ def child_raw(address: str, topic: str, n: int) -> dict[str, float]:
             continue
         if not first:
             first = time.perf_counter()
+            cpu0 = time.process_time()
         last: dict[Any, Any] = {}
         for record in records:
             if record.error() is not None:
@@ -86,8 +87,9 @@ def child_raw(address: str, topic: str, n: int) -> dict[str, float]:
             seen += 1
         consumer.store_offsets(offsets=[TopicPartition(topic, p, o + 1) for p, o in last.items()])
     end = time.perf_counter()
+    cpu = time.process_time() - cpu0
     consumer.close()
-    return {"messages": seen, "seconds": end - first, "total_s": end - begin}
+    return {"messages": seen, "seconds": end - first, "total_s": end - begin, "cpu_s": cpu}
 
 
 def child_aiokafka(bootstrap: str, topic: str, group: str, n: int) -> dict[str, float]:
@@ -130,7 +132,7 @@ def child_service(address: str, n: int, kind: str) -> dict[str, float]:
         # batchFlush=20: the last partial batch of a partition goes after 20 ms, not 2 s.
         address += f"&batch={CONSUME_BATCH}&batchFlush=20"
     begin = time.perf_counter()
-    first = end = 0.0
+    first = end = cpu0 = cpu1 = 0.0
     # next() of a count is atomic under the GIL: plain def handlers run on several threads.
     counter = itertools.count(1)
     seen = 0
@@ -143,14 +145,16 @@ def child_service(address: str, n: int, kind: str) -> dict[str, float]:
         closing: list[asyncio.Task[None]] = []
 
         def finish() -> None:
-            nonlocal end
+            nonlocal end, cpu1
             end = time.perf_counter()
+            cpu1 = time.process_time()
             closing.append(loop.create_task(server.close()))
 
         def count(k: int) -> None:
-            nonlocal seen, first
+            nonlocal seen, first, cpu0
             if not first:
                 first = time.perf_counter()
+                cpu0 = time.process_time()
             seen = k
             if k == n:
                 loop.call_soon_threadsafe(finish)
@@ -176,7 +180,8 @@ def child_service(address: str, n: int, kind: str) -> dict[str, float]:
         await server.serve()
 
     asyncio.run(main())
-    return {"messages": seen, "seconds": end - first, "total_s": end - begin}
+    cpu = cpu1 - cpu0
+    return {"messages": seen, "seconds": end - first, "total_s": end - begin, "cpu_s": cpu}
 
 
 def run_child(args: argparse.Namespace) -> int:
@@ -191,6 +196,8 @@ def run_child(args: argparse.Namespace) -> int:
     else:
         raise SystemExit(f"unknown variant {args.child!r}")
     result["rate"] = result["messages"] / result["seconds"]
+    if "cpu_s" in result:  # CPU of all the process's threads (librdkafka's too) per record
+        result["cpu_us_per_msg"] = result["cpu_s"] / result["messages"] * 1e6
     result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
     return 0
@@ -269,12 +276,14 @@ def run_parent(args: argparse.Namespace) -> int:
                 print(
                     f"round {round_no + 1}/{args.rounds} {variant:14s} {result['rate']:>11,.0f} "
                     f"msg/s ({result['seconds']:.2f}s, total {result['total_s']:.2f}s) "
+                    f"cpu {result.get('cpu_us_per_msg', 0):.2f} us/msg "
                     f"peak RSS {result['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
     medians = {
         v: {
             "rate": statistics.median(r["rate"] for r in rs),
+            "cpu_us_per_msg": statistics.median(r.get("cpu_us_per_msg", 0.0) for r in rs),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
         }
         for v, rs in runs.items()
@@ -310,10 +319,11 @@ def run_parent(args: argparse.Namespace) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("\nvariant         median msg/s   x raw   peak RSS")
+    print("\nvariant         median msg/s   x raw   peak RSS   cpu us/msg")
     for v, m in medians.items():
         ratio = f"{ratios[v]:.2f}" if v in ratios else "-"
-        print(f"{v:14s} {m['rate']:>13,.0f} {ratio:>7s} {m['peak_rss_mb']:>7.0f} MB")
+        cpu = m["cpu_us_per_msg"]
+        print(f"{v:14s} {m['rate']:>13,.0f} {ratio:>7s} {m['peak_rss_mb']:>7.0f} MB {cpu:>9.2f}")
     for name, t in targets.items():
         print(f"target {name} >= {t['least']}: {t['ratio']:.2f} {'met' if t['met'] else 'NOT met'}")
     print(f"written to {args.out}")

@@ -107,7 +107,8 @@ class PartitionState:
 
     Each field has one writer: ``delivered*``/``stored``/``paused``/``high_watermark``/
     ``seen_handled``/``progress_at`` the poll thread,
-    ``taken*``/``handled`` the worker. Plain int reads and writes are atomic under the GIL.
+    ``taken*``/``handled`` the worker (``handled`` its thread, while it runs a plain def
+    handler's chunk). Plain int reads and writes are atomic under the GIL.
     """
 
     __slots__ = (
@@ -142,11 +143,6 @@ class PartitionState:
         self.seen_handled = -1  # poll thread: ``handled`` at its last look, and when it changed
         self.progress_at = 0.0
         self.high_watermark: int | None = None  # librdkafka's cached value, refreshed by poll
-
-    @property
-    def backlog(self) -> tuple[int, int]:
-        """Messages and bytes delivered to the worker that it has not started on."""
-        return self.delivered - self.taken, self.delivered_bytes - self.taken_bytes
 
 
 class HandlerSpec:

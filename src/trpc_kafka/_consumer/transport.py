@@ -49,7 +49,7 @@ from trpc_kafka._consumer.raw import Claim, GroupSessionView, generation_of
 from trpc_kafka._consumer.registration import Registration, registration_of
 from trpc_kafka._consumer.threads import DaemonThreadPool
 from trpc_kafka._kafka_errors import describe
-from trpc_kafka._rdkafka_log import rdkafka_log
+from trpc_kafka._rdkafka_log import RateLimiter, rdkafka_log, suppressed_note
 from trpc_kafka._runtime import errors as codes
 from trpc_kafka._runtime.errors import framework_error
 from trpc_kafka._runtime.filters import chain
@@ -135,7 +135,9 @@ class KafkaServiceTransport:
         self._ahead = (AHEAD_MESSAGES, AHEAD_BYTES)
         self._pause_at = (PAUSE_MESSAGES, PAUSE_BYTES)
         self._resume_at = (RESUME_MESSAGES, PAUSE_BYTES // 2)
-        self._errors: dict[int, list[float]] = {}
+        # Consume errors and librdkafka's failed commits: once per _ERROR_REPEAT s per code.
+        self._error_log = RateLimiter(_ERROR_REPEAT)
+        self._commit_log = RateLimiter(_ERROR_REPEAT)
         self._all_paused = False
         self._committed: dict[tuple[str, int], int] = {}  # offset we last committed
         self._final_committed = False
@@ -820,14 +822,23 @@ class KafkaServiceTransport:
         assert first is not None
         if first.code() == KafkaError._NO_OFFSET:
             return
-        level = logging.DEBUG if first.code() in _REJOIN_CODES else logging.WARNING
+        if first.code() in _REJOIN_CODES:
+            level = logging.DEBUG
+            note = ""
+        else:
+            suppressed = self._commit_log.admit(first.code())
+            if suppressed is None:
+                return
+            level = logging.WARNING
+            note = suppressed_note(suppressed, _ERROR_REPEAT)
         logger.log(
             level,
             "kafka server transport: service %s: librdkafka's commit of stored offsets failed: "
-            "%s (%s); the next commit covers them",
+            "%s (%s); the next commit covers them%s",
             self._service.name,
             describe(first),
             ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in failed),
+            note,
         )
 
     # -- errors (poll thread) ------------------------------------------------------------------
@@ -836,22 +847,17 @@ class KafkaServiceTransport:
         self._report(err, None)
 
     def _report(self, err: KafkaError, topic: str | None) -> None:
-        code = err.code()
-        now = time.monotonic()
-        seen = self._errors.get(code)
-        if seen is not None and now - seen[0] < _ERROR_REPEAT:
-            seen[1] += 1
-            return
-        repeated = ""
-        if seen is not None and seen[1]:
-            repeated = f" (and {int(seen[1])} more like it since the last report)"
-        self._errors[code] = [now, 0]
-        logger.error(
-            "kafka server transport: consume fail: %s%s [service %s]",
-            describe(err, topic),
-            repeated,
-            self._service.name,
-        )
+        """Log a consume error, at most once per ``_ERROR_REPEAT`` seconds per code; a fatal
+        one fails the service. One librdkafka retries by itself is a WARNING."""
+        suppressed = self._error_log.admit(err.code())
+        if suppressed is not None:
+            logger.log(
+                logging.WARNING if _transient(err) else logging.ERROR,
+                "kafka server transport: consume fail: %s%s [service %s]",
+                describe(err, topic),
+                suppressed_note(suppressed, _ERROR_REPEAT),
+                self._service.name,
+            )
         if err.fatal():
             self._service.fail(
                 framework_error(
@@ -860,6 +866,26 @@ class KafkaServiceTransport:
                 )
             )
 
+
+def _transient(err: KafkaError) -> bool:
+    """An error librdkafka recovers from by itself (retries, reconnects)."""
+    return not err.fatal() and (err.retriable() or err.code() in _TRANSIENT_CODES)
+
+
+_TRANSIENT_CODES: Final = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+    }
+)
 
 
 # Message methods called from C (map, groupby): no Python frame per record.
