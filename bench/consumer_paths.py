@@ -107,18 +107,21 @@ def child_aiokafka(bootstrap: str, topic: str, group: str, n: int) -> dict[str, 
         )
         await consumer.start()
         seen = 0
-        first = end = 0.0
+        first = end = cpu0 = cpu1 = 0.0
         try:
             while seen < n:
                 batches = await consumer.getmany(timeout_ms=100, max_records=CONSUME_BATCH)
                 for records in batches.values():
                     if records and not first:
                         first = time.perf_counter()
+                        cpu0 = time.process_time()
                     seen += len(records)
             end = time.perf_counter()
+            cpu1 = time.process_time()
         finally:
             await consumer.stop()
-        return {"messages": seen, "seconds": end - first, "total_s": end - begin}
+        cpu = cpu1 - cpu0
+        return {"messages": seen, "seconds": end - first, "total_s": end - begin, "cpu_s": cpu}
 
     return asyncio.run(main())
 
