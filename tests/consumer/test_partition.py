@@ -27,6 +27,7 @@ from trpc_kafka._consumer import (
 )
 from trpc_kafka._consumer.threads import DaemonThreadPool
 from trpc_kafka._runtime.context import Context, current_context
+from trpc_kafka._runtime.filters import Handler
 
 NewTopic = Callable[..., str]
 
@@ -171,3 +172,27 @@ async def test_stopping_lets_the_plain_def_call_in_progress_finish_and_takes_no_
         release.set()
     assert calls == [0, 1, 2, 3]
     assert committed(kafka_bootstrap, group, topic, 1) == {0: 4}
+
+
+async def test_a_plain_def_handler_with_filters_is_called_through_them_per_message(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    """Filters are async and wrap each call: such a service keeps one hand-off per message."""
+    produce(kafka_bootstrap, topic, _values(30))
+    server = one_service(address(kafka_bootstrap, topic))
+    filtered: list[int] = []
+    handled: list[tuple[int, bool]] = []
+
+    async def spy(ctx: Context, req: Any, next: Handler) -> Any:
+        filtered.append(req.offset)
+        return await next(ctx, req)
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        handled.append((msg.offset, threading.current_thread() is threading.main_thread()))
+
+    server.service("consumer").add_filter(spy)
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: len(handled) == 30, what="30 messages")
+    assert filtered == list(range(30))
+    assert handled == [(o, False) for o in range(30)], "in order, off the loop's thread"
