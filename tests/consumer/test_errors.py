@@ -105,8 +105,11 @@ def test_transient_errors_are_warnings_others_errors(caplog: pytest.LogCaptureFi
         transport._report(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE), None)
         transport._report(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), "orders")
         transport._report(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), "orders")
+        # A TLS handshake that fails is reported as a transport error: it needs action.
+        handshake = "ssl://h:9093/1: SSL handshake failed (after 2ms in state SSL_HANDSHAKE)"
+        transport._report(KafkaError(KafkaError._TRANSPORT, handshake), None)
     levels = [r.levelno for r in caplog.records]
-    assert levels == [logging.WARNING, logging.WARNING, logging.ERROR, logging.ERROR]
+    assert levels == [logging.WARNING, logging.WARNING] + [logging.ERROR] * 3
 
 
 async def test_fatal_consumer_errors_stop_the_server(kafka_bootstrap: str, topic: str) -> None:

@@ -48,7 +48,7 @@ from trpc_kafka._consumer.partition import (
 from trpc_kafka._consumer.raw import Claim, GroupSessionView, generation_of
 from trpc_kafka._consumer.registration import Registration, registration_of
 from trpc_kafka._consumer.threads import DaemonThreadPool
-from trpc_kafka._kafka_errors import describe
+from trpc_kafka._kafka_errors import describe, is_auth_failure
 from trpc_kafka._rdkafka_log import RateLimiter, rdkafka_log, suppressed_note
 from trpc_kafka._runtime import errors as codes
 from trpc_kafka._runtime.errors import framework_error
@@ -868,8 +868,11 @@ class KafkaServiceTransport:
 
 
 def _transient(err: KafkaError) -> bool:
-    """An error librdkafka recovers from by itself (retries, reconnects)."""
-    return not err.fatal() and (err.retriable() or err.code() in _TRANSIENT_CODES)
+    """An error librdkafka recovers from by itself (retries, reconnects); not a failed login or
+    TLS handshake (which librdkafka also retries, but which needs someone to act)."""
+    if err.fatal() or is_auth_failure(err):
+        return False
+    return err.retriable() or err.code() in _TRANSIENT_CODES
 
 
 _TRANSIENT_CODES: Final = frozenset(
