@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -165,3 +166,13 @@ def offsets_by_partition(seen: Sequence[tuple[int, int]]) -> dict[int, list[int]
     for partition, offset in seen:
         out.setdefault(partition, []).append(offset)
     return out
+
+
+def load_factor() -> float:
+    """How much slower than idle this machine runs now: the load average per core, 1 to 3
+    (as the broker's start timeout scales); upper time bounds of tests are multiplied by it."""
+    try:
+        load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        load = 1.0
+    return min(max(load, 1.0), 3.0)

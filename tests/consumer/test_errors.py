@@ -35,16 +35,18 @@ async def test_unreachable_brokers_are_logged_and_the_service_keeps_running(
     port = _closed_port()
     server = one_service(f"127.0.0.1:{port}?topics=t&group=g-{uuid.uuid4().hex[:6]}")
     register_kafka_handler_service(server, _noop)
-    with caplog.at_level(logging.ERROR, logger="trpc_kafka.consumer"):
+    with caplog.at_level(logging.WARNING, logger="trpc_kafka.consumer"):
         async with serving(server) as task:
             await wait_until(
-                lambda: "Is your cluster reachable?" in caplog.text, timeout=30, what="the hint"
+                lambda: "Is your cluster reachable?" in caplog.text, timeout=60, what="the hint"
             )
             await asyncio.sleep(1.0)
             assert not task.done(), "the server keeps serving"
             assert not server.closing
             assert server.service("consumer").failure is None
-    line = next(r.getMessage() for r in caplog.records if "reachable" in r.getMessage())
+    record = next(r for r in caplog.records if "reachable" in r.getMessage())
+    line = record.getMessage()
+    assert record.levelno == logging.WARNING, "librdkafka reconnects by itself: transient"
     assert line.startswith("kafka server transport: consume fail: ")
     assert f"127.0.0.1:{port}" in line
     # The same failure is reported once, not once per reconnect attempt.
@@ -86,10 +88,28 @@ def test_authorization_failures_are_named_plainly(caplog: pytest.LogCaptureFixtu
 def test_repeated_errors_are_summarised(caplog: pytest.LogCaptureFixture) -> None:
     transport = KafkaServiceTransport(Service("svc", address="127.0.0.1:9?topics=t&group=g"))
     err = KafkaError(KafkaError._TRANSPORT)
-    with caplog.at_level(logging.ERROR, logger="trpc_kafka.consumer"):
+    with caplog.at_level(logging.DEBUG, logger="trpc_kafka.consumer"):
         for _ in range(50):
             transport._report(err, None)
     assert len(caplog.records) == 1
+    # The next window's line says how many were suppressed.
+    transport._error_log._seen[KafkaError._TRANSPORT][0] -= 60
+    transport._report(err, None)
+    assert "(49 similar suppressed in the last 30s)" in caplog.records[-1].getMessage()
+
+
+def test_transient_errors_are_warnings_others_errors(caplog: pytest.LogCaptureFixture) -> None:
+    transport = KafkaServiceTransport(Service("svc", address="127.0.0.1:9?topics=t&group=g"))
+    with caplog.at_level(logging.DEBUG, logger="trpc_kafka.consumer"):
+        transport._report(KafkaError(KafkaError._ALL_BROKERS_DOWN), None)
+        transport._report(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE), None)
+        transport._report(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), "orders")
+        transport._report(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), "orders")
+        # A TLS handshake that fails is reported as a transport error: it needs action.
+        handshake = "ssl://h:9093/1: SSL handshake failed (after 2ms in state SSL_HANDSHAKE)"
+        transport._report(KafkaError(KafkaError._TRANSPORT, handshake), None)
+    levels = [r.levelno for r in caplog.records]
+    assert levels == [logging.WARNING, logging.WARNING] + [logging.ERROR] * 3
 
 
 async def test_fatal_consumer_errors_stop_the_server(kafka_bootstrap: str, topic: str) -> None:

@@ -92,3 +92,12 @@ def test_consumer_message_any_bytes() -> None:
         "ConsumerMessage(topic='t', partition=0, offset=1, key=b'\\xff', value=<0 bytes>, "
         "headers=2, timestamp=None)"
     )
+
+
+def test_consumer_message_built_by_hand() -> None:
+    msg = ConsumerMessage("t", 1, 7, key=b"k", value=b"v", headers=[("a", b"1")], timestamp=5)
+    assert (msg.topic, msg.partition, msg.offset, msg.key, msg.value) == ("t", 1, 7, b"k", b"v")
+    assert msg.headers == [("a", b"1")]
+    assert msg.timestamp == 5
+    msg.headers.append(("b", b"2"))
+    assert msg.headers == [("a", b"1")], "headers are returned as a copy"

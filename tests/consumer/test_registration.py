@@ -1,12 +1,9 @@
-"""Registration, start-time checks and the small pieces (message, limiter, raw views)."""
+"""Registration of handlers (registration.py) and the checks made when a service starts."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import struct
-import threading
-import time
 
 import pytest
 
@@ -17,10 +14,7 @@ from trpc_kafka._consumer import (
     register_kafka_consumer_service,
     register_kafka_handler_service,
 )
-from trpc_kafka._consumer.limiter import TokenBucket
-from trpc_kafka._consumer.raw import generation_of
 from trpc_kafka._consumer.registration import is_async_callable, registration_of
-from trpc_kafka._consumer.threads import DaemonThreadPool
 from trpc_kafka._runtime.context import Context
 from trpc_kafka._runtime.server import Server, Service, get_transport
 
@@ -145,76 +139,3 @@ def test_own_handler_wins_over_the_server_wide_one() -> None:
     reg_a, reg_b = registration_of(a), registration_of(b)
     assert reg_a is not None and reg_a.fn is _sync_handle and not reg_a.is_async
     assert reg_b is not None and reg_b.fn is _async_handle and reg_b.is_async
-
-
-def test_consumer_message_built_by_hand() -> None:
-    msg = ConsumerMessage("t", 1, 7, key=b"k", value=b"v", headers=[("a", b"1")], timestamp=5)
-    assert (msg.topic, msg.partition, msg.offset, msg.key, msg.value) == ("t", 1, 7, b"k", b"v")
-    assert msg.headers == [("a", b"1")]
-    assert msg.timestamp == 5
-    msg.headers.append(("b", b"2"))
-    assert msg.headers == [("a", b"1")], "headers are returned as a copy"
-
-
-def test_generation_of_librdkafka_group_metadata() -> None:
-    blob = b"CGMDv2:" + struct.pack("=i", 7) + b"group\x00member\x00\x01"
-    assert generation_of(blob) == 7
-    assert generation_of(b"CGMDv2:" + struct.pack("=i", -1) + b"g\x00\x00\x01") is None
-    assert generation_of(b"CGMDv9:....") is None
-    assert generation_of(b"CG") is None
-    assert generation_of(None) is None
-
-
-async def test_token_bucket_rate_and_burst() -> None:
-    bucket = TokenBucket(rate=50, burst=5)
-    start = time.monotonic()
-    for _ in range(5):
-        await bucket.acquire()
-    assert time.monotonic() - start < 0.05, "the burst is free"
-    for _ in range(10):
-        await bucket.acquire()
-    assert 0.17 <= time.monotonic() - start < 0.5, "then 50 per second"
-
-
-async def test_token_bucket_batch_larger_than_burst_and_cancel_refunds() -> None:
-    bucket = TokenBucket(rate=100, burst=0)
-    start = time.monotonic()
-    await bucket.acquire(1)
-    await bucket.acquire(20)  # more than the bucket holds: waits for the deficit
-    assert 0.17 <= time.monotonic() - start < 0.5
-    waiter = asyncio.ensure_future(bucket.acquire(100))
-    await asyncio.sleep(0.01)
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    start = time.monotonic()
-    await bucket.acquire(1)
-    assert time.monotonic() - start < 0.3, "a cancelled wait gives its tokens back"
-
-
-async def test_token_bucket_rate_zero_lets_only_the_burst_through() -> None:
-    bucket = TokenBucket(rate=0, burst=2)
-    await bucket.acquire()
-    await bucket.acquire()
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(bucket.acquire(), 0.1)
-
-
-def test_daemon_thread_pool() -> None:
-    pool = DaemonThreadPool(2, "test-pool")
-    assert pool.submit(lambda x: x * 2, 21).result(5) == 42
-    failing = pool.submit(lambda: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        failing.result(5)
-    gate = threading.Event()
-    busy = [pool.submit(gate.wait, 5) for _ in range(2)]
-    queued = pool.submit(lambda: "never")
-    time.sleep(0.05)
-    assert len(pool._threads) == 2, "bounded"
-    assert all(t.daemon for t in pool._threads)
-    pool.shutdown(wait=False, cancel_futures=True)
-    assert queued.cancelled()
-    gate.set()
-    assert all(f.result(5) for f in busy)
-    with pytest.raises(RuntimeError):
-        pool.submit(print)

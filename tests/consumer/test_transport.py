@@ -170,6 +170,22 @@ def test_librdkafka_commit_failures_are_logged_unless_covered_or_rebalancing(
     assert _commit_logs(caplog, logging.DEBUG) == []
 
 
+def test_librdkafka_commit_failures_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    transport = _transport(ScriptedConsumer(), {0: 9})
+    caplog.set_level(logging.DEBUG, "trpc_kafka.consumer")
+    for offset in range(20, 40):
+        transport._on_commit(
+            KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED), [TopicPartition("t", 0, offset)]
+        )
+    assert len(_commit_logs(caplog, logging.WARNING)) == 1
+    transport._commit_log._seen[KafkaError.GROUP_AUTHORIZATION_FAILED][0] -= 60
+    transport._on_commit(
+        KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED), [TopicPartition("t", 0, 50)]
+    )
+    warned = _commit_logs(caplog, logging.WARNING)
+    assert len(warned) == 2 and "19 similar suppressed" in warned[1], warned
+
+
 async def test_librdkafka_commit_results_reach_the_transport(
     kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -108,7 +108,8 @@ class PartitionState:
 
     Each field has one writer: ``delivered*``/``stored``/``paused``/``high_watermark``/
     ``seen_handled``/``progress_at`` the poll thread,
-    ``taken*``/``handled`` the worker. Plain int reads and writes are atomic under the GIL.
+    ``taken*``/``handled`` the worker (``handled`` its thread, while it runs a plain def
+    handler's chunk). Plain int reads and writes are atomic under the GIL.
     """
 
     __slots__ = (
@@ -144,11 +145,6 @@ class PartitionState:
         self.progress_at = 0.0
         self.high_watermark: int | None = None  # librdkafka's cached value, refreshed by poll
 
-    @property
-    def backlog(self) -> tuple[int, int]:
-        """Messages and bytes delivered to the worker that it has not started on."""
-        return self.delivered - self.taken, self.delivered_bytes - self.taken_bytes
-
 
 class HandlerSpec:
     """Everything the workers of one service share, fixed when the service starts."""
@@ -158,12 +154,14 @@ class HandlerSpec:
         "batch_flush",
         "call",
         "dead_letter",
+        "executor",
         "fail",
         "is_async",
         "limiter",
         "max_retry",
         "retry_interval",
         "service_name",
+        "sync_fn",
         "timeout",
         "trpc_meta",
     )
@@ -183,6 +181,8 @@ class HandlerSpec:
         retry_interval: float,
         dead_letter: DeadLetterSink | None,
         fail: Callable[[BaseException], None],
+        sync_fn: Callable[[Context, Any], Any] | None = None,
+        executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.service_name = service_name
         self.call = call
@@ -196,6 +196,10 @@ class HandlerSpec:
         self.retry_interval = retry_interval
         self.dead_letter = dead_letter
         self.fail = fail
+        # A plain def single-message handler without filters or limiter: the worker hands
+        # whole chunks to one thread of ``executor`` (see PartitionWorker._run_sync_chunks).
+        self.sync_fn = sync_fn
+        self.executor = executor
 
 
 class DeadLetterSink(Protocol):
@@ -262,10 +266,12 @@ class PartitionWorker:
     """Handles the messages of one assigned partition, in order."""
 
     __slots__ = (
+        "_abandoned",
         "_calm",
         "_cancelled_by_us",
         "_chunks",
         "_loop",
+        "_running",
         "_spec",
         "_waiter",
         "state",
@@ -284,8 +290,16 @@ class PartitionWorker:
         self._cancelled_by_us = False
         self.stopping = False
         self.straggler: concurrent.futures.Future[Any] | None = None
-        name = f"kafka {spec.service_name} {state.topic}[{state.partition}]"
-        self.task: asyncio.Task[None] = self._loop.create_task(self._run(), name=name)
+        self.task: asyncio.Task[None] | None = None
+        # Plain def handlers (thread side reads them): stop after the call in progress,
+        # and (index, message, deadline) of that call when the service has a timeout.
+        self._abandoned = False
+        self._running: tuple[int, WireMessage, float] | None = None
+
+    def start(self) -> None:
+        """Start the worker's task (on the running event loop)."""
+        name = f"kafka {self._spec.service_name} {self.state.topic}[{self.state.partition}]"
+        self.task = self._loop.create_task(self._run(), name=name)
 
     # -- called by the transport (event loop) --------------------------------------------------
 
@@ -298,12 +312,13 @@ class PartitionWorker:
     def request_stop(self) -> None:
         """Stop after the handler call in progress; at once if not inside one."""
         self.stopping = True
-        if self._calm and not self.task.done():
+        if self._calm and self.task is not None and not self.task.done():
             self.cancel()
 
     def cancel(self) -> None:
         self._cancelled_by_us = True
-        self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
     # -- the task ------------------------------------------------------------------------------
 
@@ -312,6 +327,8 @@ class PartitionWorker:
         try:
             if self._spec.batch > 0:
                 await self._run_batch()
+            elif self._spec.sync_fn is not None:
+                await self._run_sync_chunks()
             else:
                 await self._run_single()
         except asyncio.CancelledError:
@@ -414,6 +431,133 @@ class PartitionWorker:
                             state.handled = offset
                     else:
                         state.handled = offset
+
+    async def _run_sync_chunks(self) -> None:
+        """``_run_single`` for a plain def handler: one thread hand-off per chunk, not per
+        message. The thread handles the chunk in order until a call fails (or the worker stops);
+        the failure is then dealt with here, as for any handler, and the thread goes on with
+        the rest of the chunk."""
+        state = self.state
+        chunks = self._chunks
+        claim = state.claim
+        while not self.stopping:
+            if not chunks:
+                await self._idle()
+                continue
+            chunk, nbytes = chunks.popleft()
+            state.taken += len(chunk)
+            state.taken_bytes += nbytes
+            if claim.initial_offset < 0:
+                claim.initial_offset = chunk[0].offset()
+            start = 0
+            while start < len(chunk):
+                if self.stopping:
+                    return
+                index, exc, msg = await self._in_thread(chunk, start)
+                if msg is None:
+                    if index < len(chunk):  # stopping: chunk[index] was not called
+                        return
+                    break
+                outcome = await self._failed(exc or RuntimeError("no exception"), [msg], 1)
+                if outcome == STOP:
+                    return
+                if outcome == MARK:
+                    state.handled = msg.offset
+                start = index + 1
+
+    async def _in_thread(
+        self, chunk: list[Any], start: int
+    ) -> tuple[int, BaseException | None, WireMessage | None]:
+        """Run ``_handle_chunk`` in a thread; with a service timeout, a call that overruns it
+        fails there (code 21, as an async handler's would), and its thread, which cannot be
+        interrupted, becomes the straggler that the retry waits for."""
+        spec = self._spec
+        assert spec.executor is not None
+        self._abandoned = False
+        self._running = None
+        cf = spec.executor.submit(self._handle_chunk, chunk, start)
+        future = asyncio.wrap_future(cf)
+        timeout = spec.timeout
+        try:
+            if timeout is None:
+                return await future
+            while True:
+                running = self._running
+                wait = timeout if running is None else running[2] - time.monotonic()
+                done, _ = await asyncio.wait((future,), timeout=max(wait, 0.0))
+                if done:
+                    return future.result()
+                if (
+                    running is not None
+                    and self._running is running
+                    and time.monotonic() >= running[2]
+                ):
+                    self._abandoned = True
+                    self.straggler = cf
+                    return running[0], _timeout_error(timeout), running[1]
+        except asyncio.CancelledError:
+            self._abandoned = True  # the thread stops after the call in progress
+            if not cf.cancel():
+                self.straggler = cf
+            raise
+
+    def _handle_chunk(
+        self, chunk: list[Any], start: int
+    ) -> tuple[int, BaseException | None, WireMessage | None]:
+        """Thread side of ``_run_sync_chunks``: call the handler for ``chunk[start:]`` in order.
+
+        Returns ``(len(chunk), None, None)`` when all were handled, ``(i, None, None)`` when
+        the worker stopped (or gave up on this thread) before ``chunk[i]`` was handled, and
+        ``(i, exception, message)`` when the call for ``chunk[i]`` failed."""
+        spec = self._spec
+        state = self.state
+        fn = spec.sync_fn
+        assert fn is not None
+        timeout = spec.timeout
+        trpc_meta = spec.trpc_meta
+        service = spec.service_name
+        topic = state.topic
+        partition = state.partition
+        claim = state.claim
+        new = object.__new__
+        monotonic = time.monotonic
+        token = None
+        try:
+            for i in range(start, len(chunk)):
+                if self.stopping or self._abandoned:
+                    return i, None, None
+                record = chunk[i]
+                offset = record.offset()
+                msg = new(WireMessage)
+                msg.topic = topic
+                msg.partition = partition
+                msg.offset = offset
+                msg._m = record
+                deadline = None if timeout is None else monotonic() + timeout
+                ctx = ConsumerContext(
+                    service, topic, claim, _metadata_of(record) if trpc_meta else None, deadline
+                )
+                if deadline is not None:
+                    self._running = (i, msg, deadline)
+                # The thread's own context: set per message, reset once when the chunk ends.
+                if token is None:
+                    token = set_current_context(ctx)
+                else:
+                    set_current_context(ctx)
+                try:
+                    result = fn(ctx, msg)
+                except BaseException as exc:
+                    return i, exc, msg
+                if result is not None and asyncio.iscoroutine(result):
+                    return i, _returned_a_coroutine(fn, result), msg
+                if self._abandoned:  # overran the timeout (or cancelled): counted as failed
+                    return i, None, None
+                state.handled = offset
+            return len(chunk), None, None
+        finally:
+            self._running = None
+            if token is not None:
+                reset_current_context(token)
 
     async def _attempt(self, req: Any, first_record: Any, count: int = 1) -> None:
         """One handling with the optional parts: rate limit, trpcMeta, timeout."""
@@ -651,9 +795,13 @@ def _run_sync(fn: Callable[[Context, Any], Any], ctx: Context, req: Any) -> Any:
     finally:
         reset_current_context(token)
     if asyncio.iscoroutine(result):
-        result.close()
-        raise TypeError(
-            f"handler {fn!r} returned a coroutine but is not recognised as async def; "
-            f"declare it with async def (or an async __call__)"
-        )
+        raise _returned_a_coroutine(fn, result)
     return result
+
+
+def _returned_a_coroutine(fn: Callable[[Context, Any], Any], result: Any) -> TypeError:
+    result.close()
+    return TypeError(
+        f"handler {fn!r} returned a coroutine but is not recognised as async def; "
+        f"declare it with async def (or an async __call__)"
+    )

@@ -26,10 +26,12 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from itertools import groupby
 from typing import Any, Final
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from trpc_kafka import _sdk
 from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_address
@@ -48,8 +50,8 @@ from trpc_kafka._consumer.raw import Claim, GroupSessionView, generation_of
 from trpc_kafka._consumer.registration import Registration, registration_of
 from trpc_kafka._consumer.share import ShareGroupMember
 from trpc_kafka._consumer.threads import DaemonThreadPool
-from trpc_kafka._kafka_errors import describe
-from trpc_kafka._rdkafka_log import rdkafka_log
+from trpc_kafka._kafka_errors import describe, is_auth_failure
+from trpc_kafka._rdkafka_log import RateLimiter, rdkafka_log, suppressed_note
 from trpc_kafka._runtime import errors as codes
 from trpc_kafka._runtime.errors import framework_error
 from trpc_kafka._runtime.filters import chain
@@ -133,13 +135,18 @@ class KafkaServiceTransport:
         self._ahead = (AHEAD_MESSAGES, AHEAD_BYTES)
         self._pause_at = (PAUSE_MESSAGES, PAUSE_BYTES)
         self._resume_at = (RESUME_MESSAGES, PAUSE_BYTES // 2)
-        self._errors: dict[int, list[float]] = {}
+        # Consume errors and librdkafka's failed commits: once per _ERROR_REPEAT s per code.
+        self._error_log = RateLimiter(_ERROR_REPEAT)
+        self._commit_log = RateLimiter(_ERROR_REPEAT)
         self._all_paused = False
         self._committed: dict[tuple[str, int], int] = {}  # offset we last committed
         self._final_committed = False
         self._final_retry_at = 0.0
         # Event loop only.
         self._workers: dict[tuple[str, int], PartitionWorker] = {}
+        # Fetched chunks from the poll thread to the loop; scheduled: a drain is pending.
+        self._inbox: deque[list[tuple[PartitionState, list[Any], int]]] = deque()
+        self._inbox_scheduled = False
         # Set by the loop, read by the poll thread.
         self._fetching = True
         self._close_requested = False
@@ -287,6 +294,9 @@ class KafkaServiceTransport:
         limiter = None
         if cfg.limiter_rate is not None:
             limiter = TokenBucket(cfg.limiter_rate, cfg.limiter_burst)
+        # A plain def handler of single messages is handed whole chunks in its thread, unless
+        # something async (filters, the limiter) must run around each call.
+        chunked = not reg.is_async and cfg.batch <= 0 and not service.filters and limiter is None
         return HandlerSpec(
             service_name=service.name,
             call=chain(service.filters, inner),
@@ -300,6 +310,8 @@ class KafkaServiceTransport:
             retry_interval=cfg.consumer_retry_interval_ms / 1000,
             dead_letter=self._dead_letter,
             fail=service.fail,
+            sync_fn=reg.fn if chunked else None,
+            executor=self._get_executor() if chunked else None,
         )
 
     def _get_executor(self) -> DaemonThreadPool:
@@ -350,20 +362,27 @@ class KafkaServiceTransport:
         for state in states:
             if state.key in self._workers or not self._fetching:
                 continue
-            self._workers[state.key] = PartitionWorker(self._spec, state)
+            worker = PartitionWorker(self._spec, state)
+            worker.start()
+            self._workers[state.key] = worker
 
-    def _dispatch(self, groups: list[tuple[PartitionState, list[Any], int]]) -> None:
+    def _dispatch_inbox(self) -> None:
+        # Cleared before draining: what the poll thread adds from here on is either drained
+        # now or scheduled again by it.
+        self._inbox_scheduled = False
+        inbox = self._inbox
         workers = self._workers
-        for state, records, nbytes in groups:
-            worker = workers.get(state.key)
-            if worker is not None and worker.state is state:
-                worker.push((records, nbytes))
+        while inbox:
+            for state, records, nbytes in inbox.popleft():
+                worker = workers.get(state.key)
+                if worker is not None and worker.state is state:
+                    worker.push((records, nbytes))
 
     async def _stop_workers(self, keys: list[tuple[str, int]], grace: float) -> None:
         workers = [w for w in (self._workers.pop(k, None) for k in keys) if w is not None]
         for worker in workers:
             worker.request_stop()
-        pending = {w.task for w in workers if not w.task.done()}
+        pending = {w.task for w in workers if w.task is not None and not w.task.done()}
         if not pending:
             return
         _, late = await asyncio.wait(pending, timeout=grace)
@@ -457,38 +476,45 @@ class KafkaServiceTransport:
             self._finish()
 
     def _deliver(self, records: list[Any]) -> None:
+        """Hand one ``consume()`` result to the workers, as one chunk per partition.
+
+        The per-record work runs in C (``any``/``map``, ``groupby`` with the Message type's
+        own methods as keys): this thread shares the GIL with the handlers.
+        """
+        if any(map(_record_error, records)):  # rare: report the errors, deliver the rest
+            kept = []
+            for record in records:
+                err = record.error()
+                if err is None:
+                    kept.append(record)
+                else:
+                    self._report(err, record.topic())
+            records = kept
         states = self._states
-        groups: list[tuple[PartitionState, list[Any], int]] = []
-        current: list[Any] | None = None
-        state: PartitionState | None = None
-        partition = -1
-        topic = ""
-        multi = self._multi_topic
-        for record in records:
-            if record.error() is not None:
-                self._report(record.error(), record.topic())
+        sized: list[tuple[PartitionState, list[Any], int]] = []
+        if self._multi_topic:
+            groups: Any = groupby(records, _topic_partition)
+        else:
+            topic = records[0].topic() if records else ""
+            groups = (((topic, p), g) for p, g in groupby(records, _record_partition))
+        for key, group in groups:
+            state = states.get(key)
+            if state is None:  # not (or no longer) assigned: stale
                 continue
-            p = record.partition()
-            if p != partition or (multi and record.topic() != topic):
-                partition = p
-                topic = record.topic()
-                state = states.get((topic, p))
-                if state is None:  # not (or no longer) assigned: stale
-                    current = None
-                    continue
-                current = []
-                groups.append((state, current, 0))
-            if current is not None:
-                current.append(record)
-        if not groups:
-            return
-        sized = []
-        for state, chunk, _ in groups:
+            chunk = list(group)
             nbytes = sum(map(len, chunk))
             state.delivered += len(chunk)
             state.delivered_bytes += nbytes
             sized.append((state, chunk, nbytes))
-        self._call_loop(self._dispatch, sized)
+        if not sized:
+            return
+        # One wake-up of the loop for what arrives while it is busy: a call_soon_threadsafe
+        # is a write to the loop's self-pipe (and a GIL hand-over) per call.
+        self._inbox.append(sized)
+        if not self._inbox_scheduled:
+            self._inbox_scheduled = True
+            if not self._call_loop(self._dispatch_inbox):
+                self._inbox_scheduled = False
 
     def _call_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
         loop = self._loop
@@ -809,14 +835,23 @@ class KafkaServiceTransport:
         assert first is not None
         if first.code() == KafkaError._NO_OFFSET:
             return
-        level = logging.DEBUG if first.code() in _REJOIN_CODES else logging.WARNING
+        if first.code() in _REJOIN_CODES:
+            level = logging.DEBUG
+            note = ""
+        else:
+            suppressed = self._commit_log.admit(first.code())
+            if suppressed is None:
+                return
+            level = logging.WARNING
+            note = suppressed_note(suppressed, _ERROR_REPEAT)
         logger.log(
             level,
             "kafka server transport: service %s: librdkafka's commit of stored offsets failed: "
-            "%s (%s); the next commit covers them",
+            "%s (%s); the next commit covers them%s",
             self._service.name,
             describe(first),
             ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in failed),
+            note,
         )
 
     # -- errors (poll thread) ------------------------------------------------------------------
@@ -825,22 +860,17 @@ class KafkaServiceTransport:
         self._report(err, None)
 
     def _report(self, err: KafkaError, topic: str | None) -> None:
-        code = err.code()
-        now = time.monotonic()
-        seen = self._errors.get(code)
-        if seen is not None and now - seen[0] < _ERROR_REPEAT:
-            seen[1] += 1
-            return
-        repeated = ""
-        if seen is not None and seen[1]:
-            repeated = f" (and {int(seen[1])} more like it since the last report)"
-        self._errors[code] = [now, 0]
-        logger.error(
-            "kafka server transport: consume fail: %s%s [service %s]",
-            describe(err, topic),
-            repeated,
-            self._service.name,
-        )
+        """Log a consume error, at most once per ``_ERROR_REPEAT`` seconds per code; a fatal
+        one fails the service. One librdkafka retries by itself is a WARNING."""
+        suppressed = self._error_log.admit(err.code())
+        if suppressed is not None:
+            logger.log(
+                logging.WARNING if _transient(err) else logging.ERROR,
+                "kafka server transport: consume fail: %s%s [service %s]",
+                describe(err, topic),
+                suppressed_note(suppressed, _ERROR_REPEAT),
+                self._service.name,
+            )
         if err.fatal():
             self._service.fail(
                 framework_error(
@@ -848,6 +878,39 @@ class KafkaServiceTransport:
                     f"kafka server transport: consume fail: {describe(err, topic)}",
                 )
             )
+
+
+def _transient(err: KafkaError) -> bool:
+    """An error librdkafka recovers from by itself (retries, reconnects); not a failed login or
+    TLS handshake (which librdkafka also retries, but which needs someone to act)."""
+    if err.fatal() or is_auth_failure(err):
+        return False
+    return err.retriable() or err.code() in _TRANSIENT_CODES
+
+
+_TRANSIENT_CODES: Final = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+    }
+)
+
+
+# Message methods called from C (map, groupby): no Python frame per record.
+_record_error = Message.error
+_record_partition = Message.partition
+
+
+def _topic_partition(record: Any) -> tuple[str, int]:
+    return record.topic(), record.partition()
 
 
 def _set_done(done: asyncio.Future[None]) -> None:

@@ -1,0 +1,198 @@
+"""Partition workers (partition.py) against the real broker: plain def handlers in chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.consumer._util import (
+    address,
+    committed,
+    new_group,
+    one_service,
+    produce,
+    serving,
+    transport_of,
+    wait_until,
+)
+from trpc_kafka._consumer import (
+    ConsumerMessage,
+    ContinueWithoutCommit,
+    register_kafka_handler_service,
+)
+from trpc_kafka._consumer.threads import DaemonThreadPool
+from trpc_kafka._runtime.context import Context, current_context
+from trpc_kafka._runtime.filters import Handler
+
+NewTopic = Callable[..., str]
+
+
+def _values(n: int) -> list[bytes]:
+    return [str(i).encode() for i in range(n)]
+
+
+async def test_a_blocked_plain_def_handler_never_stalls_the_other_partitions(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic(partitions=2)
+    produce(kafka_bootstrap, topic, [b"a", b"b"], partition=0)
+    produce(kafka_bootstrap, topic, _values(50), partition=1)
+    server = one_service(address(kafka_bootstrap, topic))
+    release = threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        if msg.partition == 0:
+            release.wait(60)
+        seen.append((msg.partition, msg.offset))
+
+    register_kafka_handler_service(server, handle)
+    try:
+        async with serving(server):
+            await wait_until(lambda: len(seen) == 50, what="partition 1 while 0 is blocked")
+            assert seen == [(1, o) for o in range(50)]
+            release.set()
+            await wait_until(lambda: len(seen) == 52, what="partition 0 once released")
+    finally:
+        release.set()
+    assert [o for p, o in seen if p == 0] == [0, 1]
+
+
+async def test_a_plain_def_handler_gets_chunks_not_one_thread_hand_off_per_message(
+    kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 13): each message was one submit to the pool and one trip back to
+    the loop (7k msg/s); now a chunk of up to 500 records goes to the thread at once."""
+    produce(kafka_bootstrap, topic, _values(2000))
+    group = new_group()
+    server = one_service(address(kafka_bootstrap, topic, group))
+    submits = 0
+    submit = DaemonThreadPool.submit
+
+    def counting_submit(self: DaemonThreadPool, fn: Any, /, *args: Any) -> Any:
+        nonlocal submits
+        submits += 1
+        return submit(self, fn, *args)
+
+    monkeypatch.setattr(DaemonThreadPool, "submit", counting_submit)
+    seen: list[tuple[int, bool]] = []
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        seen.append((msg.offset, current_context() is ctx))
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: len(seen) == 2000, what="2000 messages")
+    assert [o for o, _ in seen] == list(range(2000))
+    assert all(same for _, same in seen), "each call sees its own context as the current one"
+    assert submits <= 200, f"{submits} thread hand-offs for 2000 messages"
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 2000}
+
+
+async def test_a_plain_def_failure_in_a_chunk_is_retried_then_the_rest_follows_in_order(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    produce(kafka_bootstrap, topic, _values(20))
+    group = new_group()
+    server = one_service(address(kafka_bootstrap, topic, group))
+    calls: list[int] = []
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        calls.append(msg.offset)
+        if msg.offset == 5 and calls.count(5) < 3:
+            raise RuntimeError("failing offset 5 twice")
+        if msg.offset == 7:
+            raise ContinueWithoutCommit
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: 19 in calls, what="the last message")
+    assert calls == [0, 1, 2, 3, 4, 5, 5, 5, *range(6, 20)]
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 20}
+
+
+async def test_a_plain_def_call_over_the_timeout_in_a_chunk_is_retried_after_its_thread(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    produce(kafka_bootstrap, topic, _values(5))
+    group = new_group()
+    server = one_service(
+        address(kafka_bootstrap, topic, group, "maxRetry=2&retryInterval=10"), timeout=0.3
+    )
+    spans: list[tuple[int, float, float, float | None]] = []
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        start = time.monotonic()
+        if msg.offset == 2 and not any(o == 2 for o, *_ in spans):
+            time.sleep(1.0)
+        spans.append((msg.offset, start, time.monotonic(), ctx.remaining()))
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: len(spans) == 6, what="5 messages and one retry")
+    assert [o for o, *_ in spans] == [0, 1, 2, 2, 3, 4]
+    (_, _, late_end, _), (_, retry_start, _, _) = spans[2], spans[3]
+    assert retry_start >= late_end, "never two calls of one partition at once"
+    assert all(r is not None and r <= 0.3 for *_, r in spans), "the deadline is on the context"
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 5}
+
+
+async def test_stopping_lets_the_plain_def_call_in_progress_finish_and_takes_no_more(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    produce(kafka_bootstrap, topic, _values(10))
+    group = new_group()
+    server = one_service(address(kafka_bootstrap, topic, group), close_wait=30)
+    inside = threading.Event()
+    release = threading.Event()
+    calls: list[int] = []
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        calls.append(msg.offset)
+        if msg.offset == 3:
+            inside.set()
+            release.wait(60)
+
+    register_kafka_handler_service(server, handle)
+    try:
+        async with serving(server) as task:
+            await wait_until(inside.is_set, what="the call of offset 3")
+            closing = asyncio.create_task(server.close())
+            transport = transport_of(server.service("consumer"))
+            await wait_until(lambda: not transport._fetching, what="the stop under way")
+            release.set()
+            await asyncio.wait_for(closing, 30)
+            await asyncio.wait_for(task, 30)
+    finally:
+        release.set()
+    assert calls == [0, 1, 2, 3]
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 4}
+
+
+async def test_a_plain_def_handler_with_filters_is_called_through_them_per_message(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    """Filters are async and wrap each call: such a service keeps one hand-off per message."""
+    produce(kafka_bootstrap, topic, _values(30))
+    server = one_service(address(kafka_bootstrap, topic))
+    filtered: list[int] = []
+    handled: list[tuple[int, bool]] = []
+
+    async def spy(ctx: Context, req: Any, next: Handler) -> Any:
+        filtered.append(req.offset)
+        return await next(ctx, req)
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        handled.append((msg.offset, threading.current_thread() is threading.main_thread()))
+
+    server.service("consumer").add_filter(spy)
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: len(handled) == 30, what="30 messages")
+    assert filtered == list(range(30))
+    assert handled == [(o, False) for o in range(30)], "in order, off the loop's thread"
