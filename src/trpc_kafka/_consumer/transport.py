@@ -50,7 +50,7 @@ from trpc_kafka._consumer.raw import Claim, GroupSessionView, generation_of
 from trpc_kafka._consumer.registration import Registration, registration_of
 from trpc_kafka._consumer.share import ShareGroupMember
 from trpc_kafka._consumer.threads import DaemonThreadPool
-from trpc_kafka._kafka_errors import describe, is_auth_failure
+from trpc_kafka._kafka_errors import describe, is_auth_failure, kafka_error_of
 from trpc_kafka._rdkafka_log import RateLimiter, rdkafka_log, suppressed_note
 from trpc_kafka._runtime import errors as codes
 from trpc_kafka._runtime.errors import framework_error
@@ -203,8 +203,8 @@ class KafkaServiceTransport:
         try:
             consumer = create_consumer(settings)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else exc
-            text = err.str() if isinstance(err, KafkaError) else str(err)
+            err = kafka_error_of(exc)
+            text = err.str() if err is not None else str(exc)
             raise service.config_error(
                 f"librdkafka rejected the consumer settings: {text}",
                 key="address",
@@ -449,8 +449,8 @@ class KafkaServiceTransport:
                 try:
                     records = consumer.consume(take, POLL_TIMEOUT)
                 except KafkaException as exc:
-                    err = exc.args[0] if exc.args else None
-                    if isinstance(err, KafkaError):
+                    err = kafka_error_of(exc)
+                    if err is not None:
                         self._report(err, None)
                         if err.fatal():
                             raise
@@ -634,8 +634,8 @@ class KafkaServiceTransport:
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            code = err.code() if isinstance(err, KafkaError) else KafkaError._FAIL
+            err = kafka_error_of(exc)
+            code = err.code() if err is not None else KafkaError._FAIL
             if code == KafkaError._NO_OFFSET:
                 return None
             if code not in expected:
