@@ -9,6 +9,10 @@ Stopping (revocation, shutdown): ``request_stop()`` cancels a worker at once whe
 (for messages, a retry interval, the rate limiter or a dead-letter send); a worker inside a
 handler call finishes that call (the caller bounds it with a grace period, then cancels) and
 exits without taking the next message. A failed call never retries once stopping.
+
+(Over 600 lines on purpose: the three ways a handler runs, ``async def`` per record, plain
+``def`` a chunk per thread hand-off, and batches, share one outcome logic, retry, skip, give up
+or dead-letter, which must stay the same for all three.)
 """
 
 from __future__ import annotations

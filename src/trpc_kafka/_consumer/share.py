@@ -32,6 +32,9 @@ Stopping: no more polls; the handler call in progress may finish within the boun
 not acknowledged yet is released; ``close()`` sends the acknowledgements and leaves the group.
 A member that dies without stopping (SIGKILL) leaves its records locked until their locks
 expire; the broker then delivers them to the other members.
+
+(Over 600 lines: one member's poll thread and its acknowledgement state, which must agree on
+every record's outcome, are kept in one file.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ final offsets committed synchronously, then the partitions are released; a lost 
 dropped without commit; shutdown stops fetching, lets handler calls in progress finish within
 the bound, commits while still subscribed (retried until the member has rejoined, when a
 rebalance is under way: ``_final_commit_done``), then closes, which leaves the group.
+
+(Over 600 lines on purpose: the poll thread, the rebalance callbacks and the commit paths share
+one ownership rule, each field with one writer thread, which is checked by reading them side by
+side. The per-partition work is in ``partition.py``, share groups in ``share.py``.)
 """
 
 from __future__ import annotations

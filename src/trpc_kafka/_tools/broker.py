@@ -13,6 +13,9 @@ restarting a single node (``start_node``, after ``stop_node`` or ``kill_node``) 
 A node stopped that way is recorded with pid 0.
 Only the pids recorded in ``state.json`` are ever signalled, and only while their command line
 still names this directory, so a reused pid is never killed.
+
+(At about 1,400 lines this module is due for a split into the Kafka distribution and its
+settings, the node processes, and readiness; it has not been split yet.)
 """
 
 from __future__ import annotations
