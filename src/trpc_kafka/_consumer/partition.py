@@ -349,6 +349,16 @@ class PartitionWorker:
             )
             self._spec.fail(exc)
 
+    def _take_chunk(self) -> list[Any]:
+        """The next chunk of records, counted as taken (the first sets the claim's offset)."""
+        chunk, nbytes = self._chunks.popleft()
+        state = self.state
+        state.taken += len(chunk)
+        state.taken_bytes += nbytes
+        if state.claim.initial_offset < 0:
+            state.claim.initial_offset = chunk[0].offset()
+        return chunk
+
     async def _idle(self, timeout: float | None = None) -> None:
         """Wait until a chunk arrives (or ``timeout`` seconds pass)."""
         waiter = self._loop.create_future()
@@ -388,11 +398,7 @@ class PartitionWorker:
             if not chunks:
                 await self._idle()
                 continue
-            chunk, nbytes = chunks.popleft()
-            state.taken += len(chunk)
-            state.taken_bytes += nbytes
-            if claim.initial_offset < 0:
-                claim.initial_offset = chunk[0].offset()
+            chunk = self._take_chunk()
             for record in chunk:
                 if self.stopping:
                     return
@@ -443,16 +449,11 @@ class PartitionWorker:
         the rest of the chunk."""
         state = self.state
         chunks = self._chunks
-        claim = state.claim
         while not self.stopping:
             if not chunks:
                 await self._idle()
                 continue
-            chunk, nbytes = chunks.popleft()
-            state.taken += len(chunk)
-            state.taken_bytes += nbytes
-            if claim.initial_offset < 0:
-                claim.initial_offset = chunk[0].offset()
+            chunk = self._take_chunk()
             start = 0
             while start < len(chunk):
                 if self.stopping:
@@ -702,7 +703,6 @@ class PartitionWorker:
         flush = spec.batch_flush
         topic = state.topic
         partition = state.partition
-        claim = state.claim
         new = object.__new__
         current: list[Any] = []
         index = 0
@@ -718,12 +718,8 @@ class PartitionWorker:
                         started = time.monotonic()
                     continue
                 if chunks:
-                    current, nbytes = chunks.popleft()
+                    current = self._take_chunk()
                     index = 0
-                    state.taken += len(current)
-                    state.taken_bytes += nbytes
-                    if claim.initial_offset < 0:
-                        claim.initial_offset = current[0].offset()
                     continue
                 if self.stopping:
                     return
