@@ -62,14 +62,13 @@ from trpc_kafka._config.rdkafka import (
     share_consumer_settings,
     share_group_configs,
 )
+from trpc_kafka._consumer.consume_errors import ConsumeErrors, set_done
 from trpc_kafka._consumer.message import ContinueWithoutCommit, WireMessage, record_headers
 from trpc_kafka._consumer.partition import ConsumerContext, HandlerSpec, _describe
 from trpc_kafka._consumer.raw import Claim, GroupSessionView, RawKafkaContext
 from trpc_kafka._kafka_errors import describe, kafka_error_of
 from trpc_kafka._rdkafka_log import rdkafka_log
-from trpc_kafka._runtime import errors as codes
 from trpc_kafka._runtime.context import set_current_context
-from trpc_kafka._runtime.errors import framework_error
 from trpc_kafka._runtime.server import Service
 
 logger = logging.getLogger("trpc_kafka.consumer")
@@ -97,8 +96,6 @@ to be) delivered to another member, and handling it here would handle it twice."
 _ADMIN_TIMEOUT: Final = 15.0
 _CLOSE_RESERVE: Final = 2.0
 """Of the stop bound, what is kept for releasing, acknowledging and leaving the group."""
-_ERROR_REPEAT: Final = 30.0
-"""The same error is logged once per this many seconds."""
 
 Key = tuple[str, int, int]
 """(topic, partition, offset) of a record."""
@@ -138,7 +135,7 @@ class ShareGroupMember:
         """The librdkafka settings of the share consumer (after ``start()``), secrets masked."""
         # Poll thread -> loop: batches; loop -> poll thread: outcomes.
         self._acks: queue.SimpleQueue[tuple[Any, AcknowledgeType]] = queue.SimpleQueue()
-        self._errors: dict[int, list[float]] = {}
+        self._consume_errors = ConsumeErrors(service)
         # Event loop only.
         self._batches: deque[tuple[list[Any], float]] = deque()  # records, lock end
         self._waiter: asyncio.Future[None] | None = None
@@ -666,7 +663,7 @@ class ShareGroupMember:
         finally:
             done = self._done
             if done is not None:
-                self._call_loop(_set_done, done)
+                self._call_loop(set_done, done)
 
     def _call_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
         loop = self._loop
@@ -697,29 +694,7 @@ class ShareGroupMember:
         self._report(err, None)
 
     def _report(self, err: KafkaError, topic: str | None) -> None:
-        code = err.code()
-        now = time.monotonic()
-        seen = self._errors.get(code)
-        if seen is not None and now - seen[0] < _ERROR_REPEAT:
-            seen[1] += 1
-            return
-        repeated = ""
-        if seen is not None and seen[1]:
-            repeated = f" (and {int(seen[1])} more like it since the last report)"
-        self._errors[code] = [now, 0]
-        logger.error(
-            "kafka server transport: consume fail: %s%s [service %s]",
-            describe(err, topic),
-            repeated,
-            self._service.name,
-        )
-        if err.fatal():
-            self._service.fail(
-                framework_error(
-                    codes.RET_SERVER_SYSTEM_ERR,
-                    f"kafka server transport: consume fail: {describe(err, topic)}",
-                )
-            )
+        self._consume_errors.report(err, topic)
 
 
 def _batches_of(records: list[Any], size: int) -> list[list[Any]]:
@@ -728,11 +703,6 @@ def _batches_of(records: list[Any], size: int) -> list[list[Any]]:
     for record in records:
         by_partition.setdefault((record.topic(), record.partition()), []).append(record)
     return [part[i : i + size] for part in by_partition.values() for i in range(0, len(part), size)]
-
-
-def _set_done(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
 
 
 def _text(exc: BaseException) -> str:

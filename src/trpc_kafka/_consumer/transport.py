@@ -41,6 +41,7 @@ from trpc_kafka import _sdk
 from trpc_kafka._config.address import KafkaConfig, redact_address, resolve_address
 from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._config.rdkafka import consumer_settings, redact_settings
+from trpc_kafka._consumer.consume_errors import ERROR_REPEAT, ConsumeErrors, set_done
 from trpc_kafka._consumer.dead_letter import DeadLetterSender
 from trpc_kafka._consumer.limiter import TokenBucket
 from trpc_kafka._consumer.partition import (
@@ -54,10 +55,8 @@ from trpc_kafka._consumer.raw import Claim, GroupSessionView, generation_of
 from trpc_kafka._consumer.registration import Registration, registration_of
 from trpc_kafka._consumer.share import ShareGroupMember
 from trpc_kafka._consumer.threads import DaemonThreadPool
-from trpc_kafka._kafka_errors import describe, is_auth_failure, kafka_error_of
+from trpc_kafka._kafka_errors import describe, kafka_error_of
 from trpc_kafka._rdkafka_log import RateLimiter, rdkafka_log, suppressed_note
-from trpc_kafka._runtime import errors as codes
-from trpc_kafka._runtime.errors import framework_error
 from trpc_kafka._runtime.filters import chain
 from trpc_kafka._runtime.server import Service
 
@@ -98,8 +97,6 @@ REVOKE_GRACE_MIN: Final = 1.0
 """Least time (s) a handler call in progress may still run when its partition is revoked."""
 SYNC_HANDLER_THREADS: Final = 64
 """Threads of a service's pool for plain ``def`` handlers (created as needed)."""
-_ERROR_REPEAT: Final = 30.0
-"""The same error is logged once per this many seconds (with a count of the repeats)."""
 WATERMARK_REFRESH: Final = 1.0
 """Seconds between refreshes of the cached high watermarks shown by the raw context."""
 _CLOSE_RESERVE: Final = 2.0
@@ -139,9 +136,9 @@ class KafkaServiceTransport:
         self._ahead = (AHEAD_MESSAGES, AHEAD_BYTES)
         self._pause_at = (PAUSE_MESSAGES, PAUSE_BYTES)
         self._resume_at = (RESUME_MESSAGES, PAUSE_BYTES // 2)
-        # Consume errors and librdkafka's failed commits: once per _ERROR_REPEAT s per code.
-        self._error_log = RateLimiter(_ERROR_REPEAT)
-        self._commit_log = RateLimiter(_ERROR_REPEAT)
+        # Consume errors and librdkafka's failed commits: once per ERROR_REPEAT s per code.
+        self._consume_errors = ConsumeErrors(service)
+        self._commit_log = RateLimiter(ERROR_REPEAT)
         self._all_paused = False
         self._committed: dict[tuple[str, int], int] = {}  # offset we last committed
         self._final_committed = False
@@ -708,7 +705,7 @@ class KafkaServiceTransport:
         finally:
             done = self._done
             if done is not None:
-                self._call_loop(_set_done, done)
+                self._call_loop(set_done, done)
 
     # -- rebalance callbacks (poll thread, inside consume()) -----------------------------------
 
@@ -847,7 +844,7 @@ class KafkaServiceTransport:
             if suppressed is None:
                 return
             level = logging.WARNING
-            note = suppressed_note(suppressed, _ERROR_REPEAT)
+            note = suppressed_note(suppressed, ERROR_REPEAT)
         logger.log(
             level,
             "kafka server transport: service %s: librdkafka's commit of stored offsets failed: "
@@ -864,48 +861,7 @@ class KafkaServiceTransport:
         self._report(err, None)
 
     def _report(self, err: KafkaError, topic: str | None) -> None:
-        """Log a consume error, at most once per ``_ERROR_REPEAT`` seconds per code; a fatal
-        one fails the service. One librdkafka retries by itself is a WARNING."""
-        suppressed = self._error_log.admit(err.code())
-        if suppressed is not None:
-            logger.log(
-                logging.WARNING if _transient(err) else logging.ERROR,
-                "kafka server transport: consume fail: %s%s [service %s]",
-                describe(err, topic),
-                suppressed_note(suppressed, _ERROR_REPEAT),
-                self._service.name,
-            )
-        if err.fatal():
-            self._service.fail(
-                framework_error(
-                    codes.RET_SERVER_SYSTEM_ERR,
-                    f"kafka server transport: consume fail: {describe(err, topic)}",
-                )
-            )
-
-
-def _transient(err: KafkaError) -> bool:
-    """An error librdkafka recovers from by itself (retries, reconnects); not a failed login or
-    TLS handshake (which librdkafka also retries, but which needs someone to act)."""
-    if err.fatal() or is_auth_failure(err):
-        return False
-    return err.retriable() or err.code() in _TRANSIENT_CODES
-
-
-_TRANSIENT_CODES: Final = frozenset(
-    {
-        KafkaError._TRANSPORT,
-        KafkaError._ALL_BROKERS_DOWN,
-        KafkaError._RESOLVE,
-        KafkaError._TIMED_OUT,
-        KafkaError.REQUEST_TIMED_OUT,
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-    }
-)
+        self._consume_errors.report(err, topic)
 
 
 # Message methods called from C (map, groupby): no Python frame per record.
@@ -915,11 +871,6 @@ _record_partition = Message.partition
 
 def _topic_partition(record: Any) -> tuple[str, int]:
     return record.topic(), record.partition()
-
-
-def _set_done(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
 
 
 def _names(states: list[PartitionState]) -> str:

@@ -93,7 +93,7 @@ def test_repeated_errors_are_summarised(caplog: pytest.LogCaptureFixture) -> Non
             transport._report(err, None)
     assert len(caplog.records) == 1
     # The next window's line says how many were suppressed.
-    transport._error_log._seen[KafkaError._TRANSPORT][0] -= 60
+    transport._consume_errors._log._seen[KafkaError._TRANSPORT][0] -= 60
     transport._report(err, None)
     assert "(49 similar suppressed in the last 30s)" in caplog.records[-1].getMessage()
 
