@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from tests.producer._util import closed_port, consume, consume_none
 from tests.security._util import load_scaled
 from trpc_kafka._producer import ProducerMessage, new_client_proxy
+from trpc_kafka._producer.entry import set_producer_factory
 from trpc_kafka._producer.proxy import CanceledError, ClientProxy
 from trpc_kafka._runtime.context import Context, use_context
 from trpc_kafka._runtime.errors import TrpcError
@@ -453,3 +455,57 @@ async def test_without_trpc_meta_metadata_stays_out(
         await proxy.send_message(topic, b"1", b"v")
     (record,) = consume(kafka_bootstrap, topic, 1)
     assert record.headers == []
+
+
+# -- the hot paths: what they pass to librdkafka -------------------------------------------
+
+
+class _RecordingProducer(Producer):
+    """A real producer that records how each ``produce`` was called."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        super().__init__(settings)
+        self.calls: list[tuple[int, tuple[str, ...]]] = []
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((len(args), tuple(sorted(kwargs))))
+        super().produce(*args, **kwargs)
+
+
+async def test_hot_paths_pass_positional_arguments_and_still_deliver(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    # Keyword arguments cost the binding ~0.6 us a call (bench/results/producer-perf.md): the
+    # hot paths (and the general path without timestamp or headers) pass none, and every send
+    # still lands on the broker with exactly one report.
+    built: list[_RecordingProducer] = []
+
+    def factory(settings: dict[str, Any]) -> Producer:
+        built.append(_RecordingProducer(settings))
+        return built[-1]
+
+    set_producer_factory(factory)
+    topic = new_topic(partitions=2)
+    reports = Reports()
+    proxy = _proxy(kafka_bootstrap, "compression=none")
+    hashed = _proxy(kafka_bootstrap, "compression=none&partitioner=hash")
+    first = await proxy.send_message(topic, b"k1", b"acked")  # binds the producer
+    second = await proxy.send_message(topic, b"k2", b"acked-hot")
+    await proxy.async_send_message(topic, b"k3", b"async-hot")
+    third = await hashed.send_message(topic, b"k4", b"acked-hash")  # the general path
+    reports.wait(1)
+    assert reports.ok == [(topic, b"k3", b"async-hot", None)]
+    assert reports.failed == []
+    assert all(offset >= 0 for _, offset in (first, second, third))
+    assert len(built) == 1  # one pooled producer for the address
+    calls = built[0].calls
+    assert calls == [(5, ())] * 4, calls
+    records = consume(kafka_bootstrap, topic, 4)
+    assert sorted(r.value or b"" for r in records) == [
+        b"acked",
+        b"acked-hash",
+        b"acked-hot",
+        b"async-hot",
+    ]
+    await proxy.close()
+    await hashed.close()

@@ -144,6 +144,8 @@ class ProducerEntry:
         full["logger"] = _rdkafka_log
         full["error_cb"] = self._on_error
         self.producer: Producer = _producer_factory[0](full)
+        self.produce = self.producer.produce
+        """``producer.produce``, bound once: the hot paths call it once per message."""
         self.closed = False
         self.refs = 0
         # Completed acked sends of the current poll; only the delivery thread touches it.

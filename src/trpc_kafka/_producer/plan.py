@@ -90,15 +90,18 @@ class Send:
         partition = self.partition
         assert partition is not None
         try:
-            entry.producer.produce(
-                self.topic,
-                self.value,
-                self.key,
-                partition=partition,
-                on_delivery=self.on_delivery,
-                timestamp=self.timestamp,
-                headers=self.headers,
-            )
+            if self.timestamp or self.headers is not None:
+                entry.produce(
+                    self.topic,
+                    self.value,
+                    self.key,
+                    partition=partition,
+                    on_delivery=self.on_delivery,
+                    timestamp=self.timestamp,
+                    headers=self.headers,
+                )
+            else:  # positional: keyword arguments cost the binding ~0.6 us a call
+                entry.produce(self.topic, self.value, self.key, partition, self.on_delivery)
         except BufferError:
             return False
         except KafkaException as exc:

@@ -62,7 +62,7 @@ from trpc_kafka._producer.errors import (
 from trpc_kafka._producer.message import Headers, Payload, ProducerMessage, payload_problem
 from trpc_kafka._producer.partitioner import parse_partitioner
 from trpc_kafka._producer.plan import Send, checked_headers, filtered_request, raw_fields
-from trpc_kafka._runtime.context import Context, current_context
+from trpc_kafka._runtime.context import Context, _current, current_context
 from trpc_kafka._runtime.errors import TrpcError
 from trpc_kafka._runtime.filters import Filter, Handler, chain
 
@@ -75,6 +75,7 @@ _monotonic = time.monotonic
 _get_running_loop = asyncio.get_running_loop
 _Future = asyncio.Future  # the C future; loop.create_future() adds a Python frame per call
 _get_ident = threading.get_ident
+_context_now = _current.get  # current_context() without its Python frame (hot path)
 _FIRST_ROOM_PAUSE: Final = 0.0005
 _MAX_ROOM_PAUSE: Final = 0.01
 
@@ -182,7 +183,7 @@ class ClientProxy:
             # call. Inlined because each function call here costs what the benchmark sees.
             timeout = self.timeout
             deadline = None if timeout is None else _monotonic() + timeout
-            ctx = current_context()
+            ctx = _context_now()
             if (
                 ctx is not None
                 and ctx.deadline is not None
@@ -198,7 +199,9 @@ class ClientProxy:
                 loop = self._running_loop()
             fut: asyncio.Future[AckedResult] = _Future(loop=loop)
             try:
-                entry.producer.produce(topic, value, key, on_delivery=partial(entry.collect, fut))
+                # Positional (partition -1: librdkafka's partitioner): keyword arguments cost
+                # the binding ~0.6 us a call (bench/results/producer-perf.md).
+                entry.produce(topic, value, key, -1, partial(entry.collect, fut))
             except BufferError:  # queue full: the general path waits for room
                 return await self._send(self._plan(True, topic, key, value, None, deadline))
             except KafkaException as exc:
@@ -246,7 +249,7 @@ class ClientProxy:
         if self._fast and headers is None and entry is not None and not entry.closed:
             # The hot path: nothing allocated per message but what librdkafka needs.
             try:
-                entry.producer.produce(topic, value, key, on_delivery=self._deliver)
+                entry.produce(topic, value, key, -1, self._deliver)  # positional: as above
                 return
             except BufferError:  # queue full: the general path waits for room
                 pass
