@@ -222,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bootstrap")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS)
-    )
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--child", choices=tuple(VARIANTS), dest="variant")
     parser.add_argument("--topic")
     parser.add_argument("--group")
