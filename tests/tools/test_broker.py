@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from trpc_kafka._tools import broker
+from trpc_kafka._tools import broker, distribution, readiness
 from trpc_kafka._tools.broker import (
     BrokerError,
     Listener,
@@ -143,7 +143,7 @@ def test_three_broker_cluster(tmp_path: Path) -> None:
         described = admin.describe_cluster(request_timeout=30).result(timeout=60)
         assert sorted(node.id for node in described.nodes) == [1, 2, 3]
         assert sorted(admin.list_topics(timeout=10).brokers) == [1, 2, 3]
-        assert broker._PROBE_TOPIC not in admin.list_topics(timeout=10).topics
+        assert readiness.PROBE_TOPIC not in admin.list_topics(timeout=10).topics
         props = (directory / "node-2" / "server.properties").read_text()
         assert "transaction.state.log.min.isr=2\n" in props
         assert "offsets.topic.replication.factor=3\n" in props
@@ -181,7 +181,7 @@ def test_session_broker_has_share_groups_and_short_share_locks(kafka_bootstrap: 
     from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
     from confluent_kafka.admin._resource import ResourceType
 
-    version = re.search(r"<kafka.version>([0-9.]+)<", broker._POM.read_text(encoding="utf-8"))
+    version = re.search(r"<kafka.version>([0-9.]+)<", distribution.POM.read_text(encoding="utf-8"))
     assert version is not None
     assert tuple(int(p) for p in version.group(1).split(".")[:2]) >= (4, 2)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
@@ -225,14 +225,14 @@ def test_port_clash_is_retried_once_then_fails_clearly(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        free_ports = broker._free_ports
+        free_ports = distribution.free_ports
 
         def clashing(count: int) -> list[int]:
             # The broker's own choice, with its client port already bound by someone else.
             choices.append([port, *free_ports(count - 1)])
             return choices[-1]
 
-        monkeypatch.setattr(broker, "_free_ports", clashing)
+        monkeypatch.setattr(broker, "free_ports", clashing)
         with pytest.raises(BrokerError) as caught:
             start_cluster(1, directory)
     assert len(choices) == 2
@@ -379,14 +379,14 @@ def test_start_that_is_never_usable_names_the_log_and_ends_the_nodes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Nodes that answer but where no topic can be created: the probe name is invalid here.
-    monkeypatch.setattr(broker, "_PROBE_TOPIC", "no spaces allowed")
-    wait_usable = broker._wait_usable
+    monkeypatch.setattr(readiness, "PROBE_TOPIC", "no spaces allowed")
+    wait_usable = readiness.wait_usable
 
     def short(nodes: Any, _deadline: float, _timeout: float) -> None:
         # The nodes are up, however long that took on this machine; then 3 s to be usable.
         wait_usable(nodes, time.monotonic() + 3, 3)
 
-    monkeypatch.setattr(broker, "_wait_usable", short)
+    monkeypatch.setattr(broker, "wait_usable", short)
     directory = tmp_path / "unusable"
     with pytest.raises(BrokerError) as caught:
         LocalBroker(directory).start()
