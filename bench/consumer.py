@@ -86,6 +86,7 @@ def child_raw(address: str, topic: str, n: int) -> dict[str, float]:
             continue
         if not first:
             first = time.perf_counter()
+            cpu0 = time.process_time()
         last: dict[Any, Any] = {}
         for record in records:
             if record.error() is not None:
@@ -94,8 +95,9 @@ def child_raw(address: str, topic: str, n: int) -> dict[str, float]:
             seen += 1
         consumer.store_offsets(offsets=[TopicPartition(topic, p, o + 1) for p, o in last.items()])
     end = time.perf_counter()
+    cpu = time.process_time() - cpu0
     consumer.close()
-    return {"messages": seen, "seconds": end - first, "total_s": end - begin}
+    return {"messages": seen, "seconds": end - first, "total_s": end - begin, "cpu_s": cpu}
 
 
 def child_service(address: str, n: int, batch: bool) -> dict[str, float]:
@@ -162,18 +164,21 @@ def child_aiokafka(bootstrap: str, topic: str, group: str, n: int) -> dict[str, 
         )
         await consumer.start()
         seen = 0
-        first = 0.0
+        first = end = cpu0 = cpu1 = 0.0
         try:
             while seen < n:
                 batches = await consumer.getmany(timeout_ms=100, max_records=CONSUME_BATCH)
                 for records in batches.values():
                     if records and not first:
                         first = time.perf_counter()
+                        cpu0 = time.process_time()
                     seen += len(records)
             end = time.perf_counter()
+            cpu1 = time.process_time()
         finally:
             await consumer.stop()
-        return {"messages": seen, "seconds": end - first, "total_s": end - begin}
+        cpu = cpu1 - cpu0
+        return {"messages": seen, "seconds": end - first, "total_s": end - begin, "cpu_s": cpu}
 
     return asyncio.run(main())
 
@@ -198,12 +203,12 @@ def run_child(args: argparse.Namespace) -> int:
 # -- parent ---------------------------------------------------------------------------------
 
 
-def preload(bootstrap: str, n: int) -> str:
+def preload(bootstrap: str, n: int, prefix: str = "bench-consumer") -> str:
     from confluent_kafka import Producer
 
     from trpc_kafka._tools.broker import create_topic
 
-    topic = f"bench-consumer-{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic, partitions=PARTITIONS)
     producer = Producer(
         {

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -40,90 +39,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from consumer import (
+    CONSUME_BATCH,
+    PARTITIONS,
+    VALUE_SIZE,
+    child_aiokafka,
+    child_raw,
+    peak_rss_mb,
+    preload,
+)
+
 RESULTS = Path(__file__).with_name("results") / "consumer-paths.json"
-PARTITIONS = 6
-VALUE_SIZE = 100
-CONSUME_BATCH = 500
 VARIANTS = ("raw", "aiokafka", "async", "def", "batch")
 # Issue 13's targets: (variant, against, least ratio).
 TARGETS = (("async", "raw", 0.6), ("batch", "raw", 0.9), ("def", "async", 0.8))
-
-
-def _peak_rss_mb() -> float:
-    # VmHWM of this process (ru_maxrss would carry the forking parent's peak across exec).
-    with contextlib.suppress(OSError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-# -- children (one variant per process) -----------------------------------------------------
-
-
-def child_raw(address: str, topic: str, n: int) -> dict[str, float]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    from trpc_kafka._config.address import parse_address
-    from trpc_kafka._config.rdkafka import consumer_settings
-
-    begin = time.perf_counter()
-    consumer = Consumer(consumer_settings(parse_address(address)))
-    consumer.subscribe([topic])
-    seen = 0
-    first = 0.0
-    while seen < n:
-        records = consumer.consume(CONSUME_BATCH, 0.1)
-        if not records:
-            continue
-        if not first:
-            first = time.perf_counter()
-            cpu0 = time.process_time()
-        last: dict[Any, Any] = {}
-        for record in records:
-            if record.error() is not None:
-                continue
-            last[record.partition()] = record.offset()
-            seen += 1
-        consumer.store_offsets(offsets=[TopicPartition(topic, p, o + 1) for p, o in last.items()])
-    end = time.perf_counter()
-    cpu = time.process_time() - cpu0
-    consumer.close()
-    return {"messages": seen, "seconds": end - first, "total_s": end - begin, "cpu_s": cpu}
-
-
-def child_aiokafka(bootstrap: str, topic: str, group: str, n: int) -> dict[str, float]:
-    from aiokafka import AIOKafkaConsumer
-
-    async def main() -> dict[str, float]:
-        begin = time.perf_counter()
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            auto_offset_reset="earliest",
-            enable_auto_commit=True,
-            auto_commit_interval_ms=3000,
-        )
-        await consumer.start()
-        seen = 0
-        first = end = cpu0 = cpu1 = 0.0
-        try:
-            while seen < n:
-                batches = await consumer.getmany(timeout_ms=100, max_records=CONSUME_BATCH)
-                for records in batches.values():
-                    if records and not first:
-                        first = time.perf_counter()
-                        cpu0 = time.process_time()
-                    seen += len(records)
-            end = time.perf_counter()
-            cpu1 = time.process_time()
-        finally:
-            await consumer.stop()
-        cpu = cpu1 - cpu0
-        return {"messages": seen, "seconds": end - first, "total_s": end - begin, "cpu_s": cpu}
-
-    return asyncio.run(main())
 
 
 def child_service(address: str, n: int, kind: str) -> dict[str, float]:
@@ -201,43 +130,12 @@ def run_child(args: argparse.Namespace) -> int:
     result["rate"] = result["messages"] / result["seconds"]
     if "cpu_s" in result:  # CPU of all the process's threads (librdkafka's too) per record
         result["cpu_us_per_msg"] = result["cpu_s"] / result["messages"] * 1e6
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
     return 0
 
 
 # -- parent ---------------------------------------------------------------------------------
-
-
-def preload(bootstrap: str, n: int) -> str:
-    from confluent_kafka import Producer
-
-    from trpc_kafka._tools.broker import create_topic
-
-    topic = f"bench-paths-{uuid.uuid4().hex[:8]}"
-    create_topic(bootstrap, topic, partitions=PARTITIONS)
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "batch.size": 1_000_000,
-            "compression.type": "none",
-            "queue.buffering.max.messages": 1_000_000,
-        }
-    )
-    value = b"x" * VALUE_SIZE
-    for i in range(n):
-        while True:
-            try:
-                producer.produce(topic, value, partition=i % PARTITIONS)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        if i % 10_000 == 0:
-            producer.poll(0)
-    if producer.flush(120):
-        raise RuntimeError("pre-load: flush timed out")
-    return topic
 
 
 def _spawn(variant: str, bootstrap: str, topic: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -269,7 +167,7 @@ def run_parent(args: argparse.Namespace) -> int:
         variants += [f"{v}@before" for v in variants if v in ("async", "def", "batch")]
     with broker_or_temporary(args.bootstrap) as bootstrap:
         started = time.perf_counter()
-        topic = preload(bootstrap, args.messages)
+        topic = preload(bootstrap, args.messages, prefix="bench-paths")
         print(f"pre-loaded {args.messages:,} records in {time.perf_counter() - started:.1f}s")
         runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
         for round_no in range(args.rounds):
