@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.security._util import load_scaled
 from trpc_kafka._config.address import get_default_config
@@ -713,12 +715,13 @@ def test_fast_resolver_agrees_with_pyyaml() -> None:
 
 
 def test_large_file_loads_fast(tmp_path: Path) -> None:
-    """3 MB, 40,000 services: under 2 s (21-30 s with PyYAML's pure-Python loader).
+    """3 MB, 40,000 services: about 2 s of CPU on this project's 2-core machine (21-30 s with
+    PyYAML's pure-Python loader).
 
-    CPU time, best of three: the machine is shared with other test runs. One service in ten
-    is a Kafka consumer, whose address is parsed at load. CPU time still grows on a machine
-    loaded many times over (shared caches; 2.06 s seen at a load average of 16 on 2 cores), so
-    the bound gets a quarter more there.
+    The bound is a ratio, both sides measured in this process (best of three CPU times): the
+    load against libyaml composing the same file's node tree, the part no YAML-based loader can
+    skip. Absolute CPU time moves by a quarter with the host (1.9-2.3 s seen on one idle VM,
+    2.06 s on CI) while the ratio stays at 1.4-1.8; the pure-Python loader is near 20.
     """
     lines = ["global:\n  namespace: Development\nserver:\n  filter: [recovery]\n  service:\n"]
     for i in range(40_000):
@@ -733,14 +736,26 @@ def test_large_file_loads_fast(tmp_path: Path) -> None:
     path.write_text("".join(lines))
     size = path.stat().st_size
     assert 2_900_000 < size < 3_600_000
-    spent = []
+    spent, floor = [], []
     for _ in range(3):
         start = time.process_time()
         cfg = load_config(path)
         spent.append(time.process_time() - start)
         assert len(cfg.server.services) == 40_000
         assert cfg.server.services[-1].address_line == 3 * 40_000 + 5
-    print(f"{size / 1e6:.1f} MB, 40,000 services: {min(spent):.2f} s CPU (runs: {spent})")
-    # CPU time still grows on a busy machine (shared caches, hyper-threads): up to 4 s there,
-    # far below the 21-30 s of the pure-Python loader this guards against.
-    assert min(spent) < min(load_scaled(2.0), 4.0)
+        data = path.read_bytes()
+        gc.disable()  # as load_config does while it builds the tree
+        try:
+            start = time.process_time()
+            yaml.compose(data, Loader=yaml.CSafeLoader)
+            floor.append(time.process_time() - start)
+        finally:
+            gc.enable()
+    ratio = min(spent) / min(floor)
+    print(
+        f"{size / 1e6:.1f} MB, 40,000 services: {min(spent):.2f} s CPU, "
+        f"{ratio:.2f}x libyaml's compose ({min(floor):.2f} s)"
+    )
+    assert ratio < 3.0
+    # And never near the pure-Python loader, however slow the host.
+    assert min(spent) < load_scaled(6.0)
