@@ -83,7 +83,15 @@ def _commit_logs(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("code", [KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION])
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.STALE_MEMBER_EPOCH,  # the new group protocol (KIP-848)
+        KafkaError.FENCED_MEMBER_EPOCH,
+    ],
+)
 def test_the_final_commit_is_retried_once_the_member_has_rejoined(
     code: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

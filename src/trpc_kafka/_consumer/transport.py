@@ -105,10 +105,20 @@ _LEAVE_RESERVE: Final = 1.0
 """Of the stop bound, what the final commit's retries leave for ``close()`` (revoke, leave)."""
 COMMIT_RETRY_STEP: Final = 0.2
 """Seconds between two tries of the final commit while the group finishes a rebalance."""
-_REJOIN_CODES: Final = frozenset({KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION})
+_REJOIN_CODES: Final = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.STALE_MEMBER_EPOCH,
+        KafkaError.FENCED_MEMBER_EPOCH,
+    }
+)
 """Commit errors of a member in the middle of a rebalance: the broker's group has moved to a
 generation this member has not synced yet (ILLEGAL_GENERATION) or is between JoinGroup and
-SyncGroup (REBALANCE_IN_PROGRESS). The same commit succeeds once the member has rejoined."""
+SyncGroup (REBALANCE_IN_PROGRESS); with the new protocol (``groupProtocol=consumer``, KIP-848)
+the member's epoch is behind the broker's (STALE_MEMBER_EPOCH: the next heartbeat brings it) or
+was fenced (FENCED_MEMBER_EPOCH: it rejoins). The same commit succeeds once the member has
+caught up; a partition that moved meanwhile is committed by its revoke."""
 
 
 def create_consumer(settings: dict[str, Any]) -> Any:
