@@ -32,12 +32,13 @@ import json
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from harness import spawn_variant
 
 RESULTS = Path(__file__).with_name("results") / "consumer.json"
 # The targets: throughput against (a), and peak RSS.
@@ -235,27 +236,13 @@ def preload(bootstrap: str, n: int, prefix: str = "bench-consumer") -> str:
 
 
 def _spawn(variant: str, bootstrap: str, topic: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
+    return spawn_variant(
         __file__,
-        "--child",
         variant,
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--messages",
-        str(args.messages),
-        "--address-extra",
-        args.address_extra,
-    ]
-    done = subprocess.run(
-        cmd, check=False, capture_output=True, text=True, timeout=args.child_timeout
+        *("--bootstrap", bootstrap, "--topic", topic, "--messages", str(args.messages)),
+        *("--address-extra", args.address_extra),
+        timeout=args.child_timeout,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"{variant} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def run_parent(args: argparse.Namespace) -> int:

@@ -32,12 +32,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from harness import spawn_variant
 
 from consumer import (
     CONSUME_BATCH,
@@ -140,18 +141,16 @@ def run_child(args: argparse.Namespace) -> int:
 
 def _spawn(variant: str, bootstrap: str, topic: str, args: argparse.Namespace) -> dict[str, Any]:
     kind, _, before = variant.partition("@")
-    cmd = [sys.executable, __file__, "--child", kind, "--bootstrap", bootstrap]
-    cmd += ["--topic", topic, "--messages", str(args.messages)]
     env = dict(os.environ)
     if before:  # the same variant on another source tree (e.g. `git archive` of main)
         env["PYTHONPATH"] = str(Path(args.before_src).resolve() / "src")
-    done = subprocess.run(
-        cmd, check=False, capture_output=True, text=True, timeout=args.child_timeout, env=env
+    return spawn_variant(
+        __file__,
+        kind,
+        *("--bootstrap", bootstrap, "--topic", topic, "--messages", str(args.messages)),
+        timeout=args.child_timeout,
+        env=env,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"{variant} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def run_parent(args: argparse.Namespace) -> int:

@@ -30,7 +30,6 @@ import json
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -38,6 +37,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from harness import spawn_variant
 
 RESULTS = Path(__file__).with_name("results") / "group-protocol.json"
 PARTITIONS = 12
@@ -168,23 +169,10 @@ def _spawn(variant: str, bootstrap: str) -> dict[str, Any]:
 
     topic = f"bench-rebalance-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic, partitions=PARTITIONS)
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        variant,
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        f"bench-{variant}-{uuid.uuid4().hex[:8]}",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"{variant} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    group = f"bench-{variant}-{uuid.uuid4().hex[:8]}"
+    return spawn_variant(
+        __file__, variant, "--bootstrap", bootstrap, "--topic", topic, "--group", group
+    )
 
 
 def run_parent(args: argparse.Namespace) -> int:
