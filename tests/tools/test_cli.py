@@ -250,3 +250,31 @@ def test_node_commands_usage() -> None:
     assert bad.returncode == 2
     assert "'0' is not a positive integer" in bad.stderr
     assert run("broker", "stop-node").returncode == 2
+
+
+def test_consume_leaves_a_close_that_does_not_finish() -> None:
+    """Ctrl-C ends ``consume`` even if librdkafka's close hangs: a line, then the exit status."""
+    program = (
+        "import threading\n"
+        "from trpc_kafka._tools.console import _close_within\n"
+        "class Stuck:\n"
+        "    def close(self):\n"
+        "        threading.Event().wait()\n"
+        "class Fine:\n"
+        "    closed = False\n"
+        "    def close(self):\n"
+        "        Fine.closed = True\n"
+        "_close_within(Fine(), 5.0, exit_code=3)\n"
+        "assert Fine.closed\n"
+        "print('fine closed', flush=True)\n"
+        "_close_within(Stuck(), 0.5, exit_code=130)\n"
+        "print('not reached')\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stdout == "fine closed\n"
+    assert "closing the consumer took over 0.5 s; left without it" in done.stderr
+    assert time.monotonic() - started < 30

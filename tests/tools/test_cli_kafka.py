@@ -341,6 +341,8 @@ def test_consume_ends_cleanly_on_ctrl_c(kafka_bootstrap: str, topic: str) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A CLI that does not end dumps its threads' stacks on SIGABRT (below).
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     try:
         # Wait until it is tailing: a message produced now is printed.
@@ -352,10 +354,16 @@ def test_consume_ends_cleanly_on_ctrl_c(kafka_bootstrap: str, topic: str) -> Non
             line = _readline(proc, 3.0)
         assert line.endswith("ping\n")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=TIMEOUT)
+        try:
+            _, err = proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"consume did not end {TIMEOUT} s after SIGINT; its stacks:\n{err}")
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
 

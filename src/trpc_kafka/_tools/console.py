@@ -12,7 +12,9 @@ import argparse
 import base64
 import datetime as _dt
 import json
+import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,6 +45,9 @@ from trpc_kafka._tools.positions import ALLOWED, Position, parse_position
 
 PRODUCER_NAME: Final = "trpc-kafka.cli.produce"
 POLL_SECONDS: Final = 0.5
+CLOSE_SECONDS: Final = 30.0
+"""Seconds ``consume -g`` gives its last commit and leaving the group before it exits anyway."""
+CLOSE_SECONDS_NO_GROUP: Final = 10.0
 WARN_EVERY: Final = 10.0
 """Seconds between two warnings of the same kind (an unreachable cluster is said once, then
 again every 10 s, not on every reconnect)."""
@@ -214,6 +219,7 @@ def _consume(args: argparse.Namespace) -> int:
     settings["logger"] = RDKAFKA_LOG
     settings["error_cb"] = warner.error
     consumer = Consumer(settings)
+    close_bound = CLOSE_SECONDS if group else CLOSE_SECONDS_NO_GROUP
     printer = _Printer(args.format)
     try:
         if group:
@@ -234,12 +240,31 @@ def _consume(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         _err(f"interrupted; consumed {printer.count} message(s)")
+        _close_within(consumer, close_bound, exit_code=130)
         return 130
-    finally:
-        consumer.close()  # with a group: commits what was printed and leaves the group
+    except BaseException:
+        _close_within(consumer, close_bound, exit_code=1)
+        raise
+    _close_within(consumer, close_bound, exit_code=0)
     if not sys.stdout.isatty():
         _err(f"consumed {printer.count} message(s)")
     return 0
+
+
+def _close_within(consumer: Any, seconds: float, *, exit_code: int) -> None:
+    """``consumer.close()`` (with a group: commit what was printed, leave the group), bounded.
+
+    Ctrl-C must end the command: a close that librdkafka does not finish in ``seconds`` (a
+    CI run once saw the process stay 120 s after SIGINT, and it could not be reproduced since)
+    is abandoned with a line saying so, and the process ends at once with ``exit_code``.
+    """
+    closing = threading.Thread(target=consumer.close, name="trpc-kafka-close", daemon=True)
+    closing.start()
+    closing.join(seconds)
+    if closing.is_alive():
+        _err(f"closing the consumer took over {seconds:g} s; left without it")
+        sys.stdout.flush()
+        os._exit(exit_code)  # the interpreter's own exit would wait on librdkafka again
 
 
 def _assignment(
