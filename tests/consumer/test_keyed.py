@@ -1,0 +1,334 @@
+"""``keyConcurrency`` (keyed.py): keys of a partition handled concurrently, each key in order,
+commits at the watermark; retries, dead letters, stops and revocations keep both."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import Producer
+
+from tests.consumer._util import (
+    address,
+    assignment,
+    committed,
+    new_group,
+    one_service,
+    serving,
+    wait_assigned,
+    wait_until,
+)
+from trpc_kafka._consumer import (
+    ConsumerMessage,
+    ContinueWithoutCommit,
+    register_kafka_handler_service,
+)
+from trpc_kafka._consumer.keyed import Watermark
+from trpc_kafka._runtime.context import Context
+
+NewTopic = Callable[..., str]
+Key = bytes | None
+
+
+def produce_keyed(
+    bootstrap: str, topic: str, keys: Sequence[Key], partition: int | None = 0
+) -> None:
+    """One record per entry of ``keys`` (value ``b"<i>"``), in order, acknowledged."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for i, key in enumerate(keys):
+        kwargs = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                producer.produce(topic, str(i).encode(), key, **kwargs)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+
+
+def assert_each_key_in_order(seen: Sequence[tuple[Key, int]]) -> None:
+    last: dict[Key, int] = {}
+    for key, offset in seen:
+        assert offset > last.get(key, -1), f"key {key!r}: offset {offset} after {last[key]}"
+        last[key] = offset
+
+
+# -- the watermark (unit) ----------------------------------------------------------------------
+
+
+def test_watermark_is_the_first_unfinished_offset() -> None:
+    wm = Watermark()
+    for offset in (10, 11, 12, 14, 15):  # 13: a gap (compaction, a transaction marker)
+        wm.add(offset)
+    assert wm.finish(12, True) == -1
+    assert wm.finish(15, True) == -1
+    assert wm.finish(10, True) == 10
+    assert len(wm) == 4
+    assert wm.finish(11, True) == 12  # 11, then 12 finished earlier
+    assert wm.finish(14, True) == 15
+    assert len(wm) == 0
+    wm.add(16)
+    assert wm.finish(16, True) == 16
+
+
+def test_watermark_passes_but_never_lands_on_an_unmarked_record() -> None:
+    """ContinueWithoutCommit, as in single mode: not committed itself, passed by the next."""
+    wm = Watermark(handled=4)
+    for offset in (5, 6, 7):
+        wm.add(offset)
+    assert wm.finish(5, False) == 4
+    assert wm.finish(7, False) == 4
+    assert wm.finish(6, True) == 6  # 7 unmarked: the commit stays after 6
+    wm.add(8)
+    assert wm.finish(8, True) == 8
+
+
+def test_watermark_random_completion_orders() -> None:
+    rng = random.Random(7)
+    for _ in range(50):
+        offsets = sorted(rng.sample(range(1000), 60))
+        wm = Watermark()
+        for offset in offsets:
+            wm.add(offset)
+        finished: set[int] = set()
+        for offset in rng.sample(offsets, len(offsets)):
+            handled = wm.finish(offset, True)
+            finished.add(offset)
+            prefix = -1
+            for o in offsets:
+                if o not in finished:
+                    break
+                prefix = o
+            assert handled == prefix
+
+
+# -- on the broker -----------------------------------------------------------------------------
+
+
+async def test_each_key_in_order_under_random_delays_with_real_concurrency(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    rng = random.Random(14)
+    keys: list[Key] = [f"k{rng.randrange(50)}".encode() for _ in range(2000)]
+    for i in range(0, 2000, 97):  # keyless records and the empty key are ordering groups too
+        keys[i] = None
+        keys[i + 1] = b""
+    produce_keyed(kafka_bootstrap, topic, keys)
+    group = new_group()
+    server = one_service(address(kafka_bootstrap, topic, group, "keyConcurrency=16"))
+    seen: list[tuple[Key, int]] = []
+    in_flight = max_in_flight = 0
+    busy: set[Key] = set()
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        nonlocal in_flight, max_in_flight
+        key = msg.key
+        assert key not in busy, f"two records of key {key!r} at once"
+        busy.add(key)
+        in_flight += 1
+        max_in_flight = max(max_in_flight, in_flight)
+        await asyncio.sleep(rng.random() * 0.005)
+        seen.append((key, msg.offset))
+        in_flight -= 1
+        busy.discard(key)
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: len(seen) >= 2000, 120, "every record handled")
+    assert sorted(o for _, o in seen) == list(range(2000))
+    assert_each_key_in_order(seen)
+    assert [k for k, _ in sorted(seen, key=lambda s: s[1])] == keys
+    assert 1 < max_in_flight <= 16, max_in_flight
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 2000}
+
+
+async def test_plain_def_handlers_run_concurrently_in_threads(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    keys: list[Key] = [f"k{i % 20}".encode() for i in range(400)]
+    produce_keyed(kafka_bootstrap, topic, keys)
+    group = new_group()
+    server = one_service(address(kafka_bootstrap, topic, group, "keyConcurrency=8"))
+    seen: list[tuple[Key, int]] = []
+    threads: set[str] = set()
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.003)
+        seen.append((msg.key, msg.offset))  # list.append is atomic
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: len(seen) >= 400, 120, "every record handled")
+    assert sorted(o for _, o in seen) == list(range(400))
+    assert_each_key_in_order(seen)
+    assert len(threads) > 1, threads
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 400}
+
+
+async def test_retries_and_dead_letters_hold_only_their_key(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    """Key a fails twice then succeeds; key d always fails and is dead-lettered after maxRetry;
+    their later records come after, and key b is handled meanwhile."""
+    topic = new_topic()
+    dead = new_topic()
+    keys: list[Key] = [b"a", b"d", b"b", b"a", b"b", b"d", b"b", b"b"]
+    produce_keyed(kafka_bootstrap, topic, keys)
+    group = new_group()
+    extra = f"keyConcurrency=4&maxRetry=2&retryInterval=300&deadLetterTopic={dead}"
+    server = one_service(address(kafka_bootstrap, topic, group, extra))
+    handled: list[tuple[Key, int, float]] = []
+    attempts: dict[int, int] = {}
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        attempts[msg.offset] = attempts.get(msg.offset, 0) + 1
+        if msg.offset == 0 and attempts[0] <= 2:
+            raise RuntimeError("a: not yet")
+        if msg.offset == 1:
+            raise RuntimeError("d: never")
+        handled.append((msg.key, msg.offset, time.monotonic()))
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: len(handled) >= 6, 60, "the other records handled")
+        await wait_until(
+            lambda: committed(kafka_bootstrap, group, topic, 1) == {0: 8}, 30, "commit of all"
+        )
+    assert attempts[0] == 3 and attempts[1] == 3  # d: 1 + maxRetry, then the dead letter
+    order = [o for _, o, _ in handled]
+    assert order.index(0) < order.index(3)  # a's second record after its first succeeded
+    at = {o: t for _, o, t in handled}
+    # b was not held up by a's retries (>= 600 ms): its records were all done before a's.
+    assert max(at[o] for o in (2, 4, 6, 7)) < at[0]
+    assert 5 in at  # d's second record, after its first was dead-lettered
+    assert_each_key_in_order([(k, o) for k, o, _ in handled])
+
+
+async def test_stop_while_a_key_retries_commits_nothing_past_it(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    """Offset 1 (key x) never succeeds (maxRetry=0: for ever); the other keys finish. The
+    commit at stop is the watermark: after offset 0, not after the others."""
+    produce_keyed(kafka_bootstrap, topic, [b"w", b"x", b"y", b"z", b"y", b"x"])
+    group = new_group()
+    server = one_service(
+        address(kafka_bootstrap, topic, group, "keyConcurrency=4&retryInterval=100")
+    )
+    handled: list[int] = []
+    tries: list[int] = []
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        if msg.offset == 1:
+            tries.append(1)
+            raise RuntimeError("x is stuck")
+        handled.append(msg.offset)
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: sorted(handled) == [0, 2, 3, 4] and len(tries) >= 3)
+    assert 5 not in handled  # x's second record waits behind its first
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 1}
+
+
+async def test_continue_without_commit_is_passed_only_by_a_later_handled_record(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    """As in single mode: the record is not committed itself; the next handled one moves the
+    commit past it."""
+    produce_keyed(kafka_bootstrap, topic, [b"a"])
+    group = new_group()
+    server = one_service(address(kafka_bootstrap, topic, group, "keyConcurrency=4"))
+    calls: list[int] = []
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        calls.append(msg.offset)
+        if msg.offset == 0:
+            raise ContinueWithoutCommit
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: calls == [0])
+    assert committed(kafka_bootstrap, group, topic, 1)[0] < 0
+    produce_keyed(kafka_bootstrap, topic, [b"b"])
+    server = one_service(address(kafka_bootstrap, topic, group, "keyConcurrency=4"))
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: calls[-1] == 1)
+    assert calls == [0, 0, 1]
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 2}
+
+
+async def test_service_timeout_applies_per_record(kafka_bootstrap: str, topic: str) -> None:
+    produce_keyed(kafka_bootstrap, topic, [b"slow", b"fast", b"fast"])
+    group = new_group()
+    server = one_service(
+        address(kafka_bootstrap, topic, group, "keyConcurrency=4&maxRetry=1&retryInterval=50"),
+        timeout=0.3,
+    )
+    calls: list[tuple[int, float]] = []
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        calls.append((msg.offset, time.monotonic()))
+        if msg.offset == 0 and sum(1 for o, _ in calls if o == 0) == 1:
+            await asyncio.sleep(30)  # the first attempt overruns the timeout
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(
+            lambda: committed(kafka_bootstrap, group, topic, 1) == {0: 3}, 30, "all committed"
+        )
+    first, retry = (t for o, t in calls if o == 0)
+    assert 0.25 < retry - first < 5.0
+    assert all(t < retry for o, t in calls if o != 0)  # fast was not held by slow
+
+
+async def test_a_member_joining_mid_stream_loses_nothing_and_keeps_key_order(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic(partitions=2)
+    rng = random.Random(3)
+    for p in (0, 1):
+        produce_keyed(
+            kafka_bootstrap, topic, [f"k{rng.randrange(40)}".encode() for _ in range(1500)], p
+        )
+    group = new_group()
+    addr = address(kafka_bootstrap, topic, group, "keyConcurrency=8&maxProcessingTime=2000")
+    seen: dict[str, list[tuple[int, Key, int]]] = {"a": [], "b": []}
+
+    def handler(member: str) -> Callable[[Context, ConsumerMessage], object]:
+        async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+            # Slow until B handles something: A must not finish before B has joined.
+            slow = not seen["b"] and len(seen["a"]) >= 300
+            await asyncio.sleep((0.05 if slow else 0.002) + rng.random() * 0.004)
+            seen[member].append((msg.partition, msg.key, msg.offset))
+
+        return handle
+
+    server_a = one_service(addr, name="a")
+    register_kafka_handler_service(server_a, handler("a"))
+    server_b = one_service(addr, name="b")
+    register_kafka_handler_service(server_b, handler("b"))
+
+    def distinct() -> set[tuple[int, int]]:
+        return {(p, o) for m in seen.values() for p, _, o in m}
+
+    async with serving(server_a):
+        await wait_assigned(server_a.service("a"), 2)
+        await wait_until(lambda: len(seen["a"]) >= 300, 60, "A under way")
+        async with serving(server_b):
+            await wait_until(lambda: bool(seen["b"]), 60, "B takes over a partition")
+            assert len(assignment(server_a.service("a"))) == 1
+            await wait_until(lambda: len(distinct()) >= 3000, 120, "every record handled")
+    assert distinct() == {(p, o) for p in (0, 1) for o in range(1500)}
+    for member in seen.values():
+        for p in (0, 1):
+            assert_each_key_in_order([(k, o) for q, k, o in member if q == p])
+    moved = seen["b"][0][0]
+    start_b = min(o for q, _, o in seen["b"] if q == moved)
+    a_moved = {o for q, _, o in seen["a"] if q == moved}
+    assert set(range(start_b)) <= a_moved, "B started past a record A had not handled"
+    assert committed(kafka_bootstrap, group, topic, 2) == {0: 1500, 1: 1500}
