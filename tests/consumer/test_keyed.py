@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from confluent_kafka import Producer
 
@@ -39,7 +40,7 @@ def produce_keyed(
     """One record per entry of ``keys`` (value ``b"<i>"``), in order, acknowledged."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for i, key in enumerate(keys):
-        kwargs = {} if partition is None else {"partition": partition}
+        kwargs: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
                 producer.produce(topic, str(i).encode(), key, **kwargs)
