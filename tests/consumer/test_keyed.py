@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
@@ -22,6 +24,7 @@ from tests.consumer._util import (
     wait_assigned,
     wait_until,
 )
+from tests.consumer.test_process import App, _config, _done
 from trpc_kafka._consumer import (
     ConsumerMessage,
     ContinueWithoutCommit,
@@ -333,3 +336,45 @@ async def test_a_member_joining_mid_stream_loses_nothing_and_keeps_key_order(
     a_moved = {o for q, _, o in seen["a"] if q == moved}
     assert set(range(start_b)) <= a_moved, "B started past a record A had not handled"
     assert committed(kafka_bootstrap, group, topic, 2) == {0: 1500, 1: 1500}
+
+
+def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
+    """A service process with keyConcurrency=32, SIGKILLed mid-stream: the offset committed
+    before the kill never passed an unhandled record, and the restart handles the rest."""
+    total = 8000
+    rng = random.Random(32)
+    produce_keyed(kafka_bootstrap, topic, [f"k{rng.randrange(200)}".encode() for _ in range(total)])
+    group = new_group()
+    config = _config(tmp_path, address(kafka_bootstrap, topic, group, "keyConcurrency=32"))
+    out = tmp_path / "handled.txt"
+
+    first = App(tmp_path, config, out, delay_ms=50, run=1)
+    first.wait_for(lambda lines: len(_done(lines)) > 0, 60, "the first record")
+    started = time.monotonic()
+    # Past the first auto-commit (3 s), before the end.
+    first.wait_for(
+        lambda lines: time.monotonic() - started > 4.0 and len(_done(lines)) > total * 0.2,
+        60,
+        "progress",
+    )
+    first.proc.kill()
+    first.proc.wait(10)
+    run1 = [o for _, o in _done(first.lines())]
+    assert len(run1) < total * 0.9, "killed too late to prove anything; slow the handler"
+    assert run1 != sorted(run1), "no record finished out of offset order: no concurrency"
+    at_kill = committed(kafka_bootstrap, group, topic, 1)[0]
+    assert at_kill > 0, "nothing committed before the kill"
+    missing = set(range(at_kill)) - set(run1)
+    assert not missing, f"committed {at_kill} past unhandled records {sorted(missing)[:10]}"
+
+    second = App(tmp_path, config, out, delay_ms=0, run=2)
+    second.wait_for(
+        lambda lines: {o for _, o in _done(lines)} >= set(range(total)),
+        120,
+        "every record handled",
+    )
+    assert second.stop(signal.SIGTERM) == 0, second.tail()
+    run2 = [o for _, o in _done(second.lines())][len(run1) :]
+    assert min(run2) == at_kill  # resumed at the commit: duplicates only after it
+    assert set(run1) | set(run2) == set(range(total))
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: total}
