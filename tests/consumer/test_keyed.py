@@ -18,9 +18,11 @@ from tests.consumer._util import (
     address,
     assignment,
     committed,
+    load_factor,
     new_group,
     one_service,
     serving,
+    transport_of,
     wait_assigned,
     wait_until,
 )
@@ -30,7 +32,8 @@ from trpc_kafka._consumer import (
     ContinueWithoutCommit,
     register_kafka_handler_service,
 )
-from trpc_kafka._consumer.keyed import Watermark
+from trpc_kafka._consumer.keyed import KeyedWorker, Watermark
+from trpc_kafka._consumer.partition import PartitionWorker
 from trpc_kafka._runtime.context import Context
 
 NewTopic = Callable[..., str]
@@ -378,3 +381,72 @@ def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, topic: str, tmp_
     assert min(run2) == at_kill  # resumed at the commit: duplicates only after it
     assert set(run1) | set(run2) == set(range(total))
     assert committed(kafka_bootstrap, group, topic, 1) == {0: total}
+
+
+async def test_stop_lets_calls_in_progress_finish_then_commits_the_watermark(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    produce_keyed(kafka_bootstrap, topic, [b"slow", b"a", b"b", b"c"])
+    group = new_group()
+    server = one_service(address(kafka_bootstrap, topic, group, "keyConcurrency=4"))
+    done: list[int] = []
+    cancelled: list[int] = []
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        if msg.offset == 0:
+            try:
+                await asyncio.sleep(1.5)
+            except asyncio.CancelledError:
+                cancelled.append(0)
+                raise
+        done.append(msg.offset)
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: sorted(done) == [1, 2, 3])
+        workers = transport_of(server.service("consumer"))._workers
+        assert [type(w) for w in workers.values()] == [KeyedWorker]
+    assert done[-1] == 0 and not cancelled  # the stop waited for the call in progress
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 4}
+
+
+async def test_stop_past_the_bound_cancels_the_call_and_commits_only_below_it(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    produce_keyed(kafka_bootstrap, topic, [b"a", b"hang", b"b", b"c"])
+    group = new_group()
+    server = one_service(address(kafka_bootstrap, topic, group, "keyConcurrency=4"), close_wait=3)
+    done: list[int] = []
+    cancelled: list[int] = []
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        if msg.offset == 1:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.append(1)
+                raise
+        done.append(msg.offset)
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: sorted(done) == [0, 2, 3])
+        stopping = time.monotonic()
+    assert cancelled == [1]
+    assert time.monotonic() - stopping < 10 * load_factor()
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 1}
+
+
+async def test_the_default_is_the_single_mode_worker(kafka_bootstrap: str, topic: str) -> None:
+    produce_keyed(kafka_bootstrap, topic, [b"a"])
+    server = one_service(address(kafka_bootstrap, topic, new_group()))
+    done: list[int] = []
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        done.append(msg.offset)
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: done == [0])
+        workers = transport_of(server.service("consumer"))._workers
+        assert [type(w) for w in workers.values()] == [PartitionWorker]
