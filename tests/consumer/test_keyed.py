@@ -145,6 +145,9 @@ async def test_each_key_in_order_under_random_delays_with_real_concurrency(
     register_kafka_handler_service(server, handle)
     async with serving(server):
         await wait_until(lambda: len(seen) >= 2000, 120, "every record handled")
+        (worker,) = transport_of(server.service("consumer"))._workers.values()
+        assert isinstance(worker, KeyedWorker)
+        assert 1 < len(worker.slots) <= 16  # tasks reused, at most N
     assert sorted(o for _, o in seen) == list(range(2000))
     assert_each_key_in_order(seen)
     assert [k for k, _ in sorted(seen, key=lambda s: s[1])] == keys

@@ -2,10 +2,11 @@
 
 A :class:`KeyedWorker` replaces the partition's :class:`PartitionWorker` when N > 1 (N = 1 is
 the plain worker, untouched). Its task, the dispatcher, takes the partition's records in offset
-order and appends each to the **lane** of its key (one dict lookup): a lane is one task that
-handles its key's records one after the other, so records of one key keep their offset order
-and at most N keys are in flight. A record whose key has no lane while N lanes run waits for
-one to end (the records behind it wait too: the dispatcher never reorders). Keyless records
+order and appends each to the **lane** of its key (one dict lookup), a deque of the key's
+records in flight. At most N lanes exist; each is run by one of at most N **slot** tasks, which
+handles the lane's records one after the other (so one key keeps its offset order), then takes
+the next ready lane. A record whose key has no lane while N exist waits for one to end (the
+records behind it wait too: the dispatcher never reorders). Keyless records
 (key ``None``) are one key among themselves; ``b""`` is a key like any other.
 
 Each record is handled as in single mode (``Handling``: limiter, trpcMeta, timeout, retries,
@@ -16,9 +17,9 @@ transport stores and commits as in single mode, to the highest offset below whic
 is finished. As in single mode, a record finished with ``ContinueWithoutCommit`` is passed but
 not itself committed: the commit moves past it with the next handled record.
 
-Stopping: as single mode, per lane. Lanes inside a handler call finish that call, lanes waiting
+Stopping: as single mode, per slot. Slots inside a handler call finish that call, slots waiting
 (retry interval, limiter, dead-letter send) are cancelled at once; the dispatcher's task ends
-when every lane has, so the transport's grace and cancellation bound them all.
+when every slot has, so the transport's grace and cancellation bound them all.
 """
 
 from __future__ import annotations
@@ -92,12 +93,14 @@ class Watermark:
         return self.handled
 
 
-class _Lane(Handling):
-    """The records of one key in flight, handled in order by one task."""
+class _Slot(Handling):
+    """One of the at most N tasks of a partition: handles the records of one key at a time, in
+    order, until the key has none left, then the next ready key (tasks are reused: a task
+    per key would cost more than the rest of a record's handling)."""
 
-    __slots__ = ("key", "queue", "task", "worker")
+    __slots__ = ("task", "waiter", "worker")
 
-    def __init__(self, worker: KeyedWorker, key: bytes | None) -> None:
+    def __init__(self, worker: KeyedWorker) -> None:
         self._spec = worker._spec
         self.state = worker.state
         self.stopping = False
@@ -105,8 +108,7 @@ class _Lane(Handling):
         self._cancelled_by_us = False
         self.straggler = None
         self.worker = worker
-        self.key = key
-        self.queue: deque[Any] = deque()
+        self.waiter: asyncio.Future[None] | None = None  # set while idle
         self.task: asyncio.Task[None] | None = None
 
     def cancel(self) -> None:
@@ -117,90 +119,115 @@ class _Lane(Handling):
     async def run(self) -> None:
         current_worker.set(self)  # this task's plain def calls record their stragglers here
         worker = self.worker
-        queue = self.queue
+        ready = worker.ready
+        lanes = worker.lanes
+        idle = worker.idle
         state = self.state
         watermark = worker.watermark
         topic = state.topic
         partition = state.partition
         new = object.__new__
+        loop = worker._loop
         try:
-            while queue and not self.stopping:
-                record = queue[0]
-                offset = record.offset()
-                msg = new(WireMessage)  # WireMessage(...) without the __init__ frame
-                msg.topic = topic
-                msg.partition = partition
-                msg.offset = offset
-                msg._m = record
-                try:
-                    await self._attempt(msg, record)
-                except BaseException as exc:
-                    outcome = await self._failed(exc, [msg], 1)
-                    if outcome == STOP:
+            while not self.stopping:
+                if not ready:
+                    waiter = self.waiter = loop.create_future()
+                    idle.append(self)
+                    try:
+                        await waiter
+                    finally:
+                        self.waiter = None
+                    continue
+                key, queue = ready.popleft()
+                while queue:
+                    if self.stopping:
                         return
-                    marked = outcome == MARK
-                else:
-                    marked = True
-                queue.popleft()
-                state.handled = watermark.finish(offset, marked)
-                room = worker.room
-                if room is not None and not room.done():
-                    room.set_result(None)
+                    record = queue[0]
+                    offset = record.offset()
+                    msg = new(WireMessage)  # WireMessage(...) without the __init__ frame
+                    msg.topic = topic
+                    msg.partition = partition
+                    msg.offset = offset
+                    msg._m = record
+                    try:
+                        await self._attempt(msg, record)
+                    except BaseException as exc:
+                        outcome = await self._failed(exc, [msg], 1)
+                        if outcome == STOP:
+                            return
+                        marked = outcome == MARK
+                    else:
+                        marked = True
+                    queue.popleft()
+                    state.handled = watermark.finish(offset, marked)
+                    room = worker.room
+                    if room is not None and not room.done():
+                        room.set_result(None)
+                # No await since the queue was found empty: the dispatcher appends to the
+                # lanes it finds in ``lanes`` only.
+                del lanes[key]
         except asyncio.CancelledError:
             if not self._cancelled_by_us:
                 raise
         except BaseException as exc:  # a bug here, or KeyboardInterrupt in a handler
             logger.error(
-                "kafka server transport: key lane of %s partition %d failed: %r",
+                "kafka server transport: key task of %s partition %d failed: %r",
                 topic,
                 partition,
                 exc,
                 exc_info=exc,
             )
             self._spec.fail(exc)
-        finally:
-            worker.lane_ended(self)
 
 
 class KeyedWorker(PartitionWorker):
     """A partition's worker with ``keyConcurrency`` > 1 (see the module docstring)."""
 
-    __slots__ = ("_limit", "_pending_max", "lanes", "room", "watermark")
+    __slots__ = (
+        "_limit",
+        "_pending_max",
+        "idle",
+        "lanes",
+        "ready",
+        "room",
+        "slots",
+        "watermark",
+    )
 
     def __init__(self, spec: HandlerSpec, state: PartitionState) -> None:
         super().__init__(spec, state)
         self._limit = spec.key_concurrency
         self._pending_max = min(max(PENDING_MIN, PENDING_PER_LANE * self._limit), PENDING_MAX)
-        self.lanes: dict[bytes | None, _Lane] = {}
+        # The keys in flight (at most N): their records not yet finished, in offset order.
+        self.lanes: dict[bytes | None, deque[Any]] = {}
+        self.ready: deque[tuple[bytes | None, deque[Any]]] = deque()  # lanes no slot runs yet
+        self.slots: list[_Slot] = []
+        self.idle: deque[_Slot] = deque()
         self.watermark = Watermark(state.handled)
         # Set while the dispatcher waits for a lane to end or the watermark to move.
         self.room: asyncio.Future[None] | None = None
 
     def request_stop(self) -> None:
-        """Lanes stop after their handler call in progress (at once if not inside one); the
+        """Slots stop after their handler call in progress (at once if not inside one); the
         dispatcher stops taking records and waits for them."""
         self.stopping = True
         for waiter in (self._waiter, self.room):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-        for lane in self.lanes.values():
-            lane.stopping = True
-            if lane._calm:
-                lane.cancel()
+        for slot in self.slots:
+            slot.stopping = True
+            waiter = slot.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            elif slot._calm:
+                slot.cancel()
 
     def cancel(self) -> None:
         self._cancelled_by_us = True
-        for lane in self.lanes.values():
-            lane.cancel()
+        for slot in self.slots:
+            slot.cancel()
         if self.task is not None:
             self.task.cancel()
-
-    def lane_ended(self, lane: _Lane) -> None:
-        if self.lanes.get(lane.key) is lane:
-            del self.lanes[lane.key]
-        room = self.room
-        if room is not None and not room.done():
-            room.set_result(None)
 
     async def _run(self) -> None:
         try:
@@ -219,20 +246,20 @@ class KeyedWorker(PartitionWorker):
             )
             self._spec.fail(exc)
         finally:
-            await self._end_lanes()
+            await self._end_slots()
 
-    async def _end_lanes(self) -> None:
-        """Wait for the lanes (each ends after its call in progress); if this task is
+    async def _end_slots(self) -> None:
+        """Wait for the slots (each ends after its call in progress); if this task is
         cancelled meanwhile (the transport's grace is over), cancel them and wait briefly."""
         self.request_stop()
-        tasks = {lane.task for lane in self.lanes.values() if lane.task is not None}
+        tasks = {slot.task for slot in self.slots if slot.task is not None}
         if not tasks:
             return
         try:
             await asyncio.wait(tasks)
         except asyncio.CancelledError:
-            for lane in list(self.lanes.values()):
-                lane.cancel()
+            for slot in self.slots:
+                slot.cancel()
             await asyncio.wait(tasks, timeout=1.0)
             raise
 
@@ -247,7 +274,10 @@ class KeyedWorker(PartitionWorker):
     async def _dispatch(self) -> None:
         chunks = self._chunks
         lanes = self.lanes
-        watermark = self.watermark
+        ready = self.ready
+        idle = self.idle
+        slots = self.slots
+        pending = self.watermark._pending  # Watermark.add and len, without their frames
         limit = self._limit
         pending_max = self._pending_max
         loop = self._loop
@@ -256,20 +286,28 @@ class KeyedWorker(PartitionWorker):
                 await self._idle()
                 continue
             for record in self._take_chunk():
-                while len(watermark) >= pending_max and not self.stopping:
+                while len(pending) >= pending_max and not self.stopping:
                     await self._wait_room()
                 if self.stopping:
                     return
                 # No await from this lookup to the append: a lane found here is still running.
                 key = record.key()
-                lane = lanes.get(key)
-                if lane is None:
+                queue = lanes.get(key)
+                if queue is None:
                     while len(lanes) >= limit and not self.stopping:
                         await self._wait_room()
                     if self.stopping:
                         return
-                    lane = _Lane(self, key)
-                    lanes[key] = lane
-                    lane.task = loop.create_task(lane.run())
-                lane.queue.append(record)
-                watermark.add(record.offset())
+                    queue = lanes[key] = deque()
+                    ready.append((key, queue))
+                    # Fewer lanes than N: a slot is idle, or fewer than N exist.
+                    if idle:
+                        waiter = idle.popleft().waiter
+                        if waiter is not None and not waiter.done():
+                            waiter.set_result(None)
+                    else:
+                        slot = _Slot(self)
+                        slot.task = loop.create_task(slot.run())
+                        slots.append(slot)
+                queue.append(record)
+                pending.append(record.offset())
