@@ -35,6 +35,7 @@ from trpc_kafka._consumer import (
 from trpc_kafka._consumer.keyed import KeyedWorker, Watermark
 from trpc_kafka._consumer.partition import PartitionWorker
 from trpc_kafka._runtime.context import Context
+from trpc_kafka.testing import InMemoryKafka
 
 NewTopic = Callable[..., str]
 Key = bytes | None
@@ -453,3 +454,28 @@ async def test_the_default_is_the_single_mode_worker(kafka_bootstrap: str, topic
         await wait_until(lambda: done == [0])
         workers = transport_of(server.service("consumer"))._workers
         assert [type(w) for w in workers.values()] == [PartitionWorker]
+
+
+async def test_works_on_the_in_memory_cluster() -> None:
+    """Users' tests with trpc_kafka.testing run the same mode (only the clients differ)."""
+    async with InMemoryKafka(partitions=1) as kafka:
+        server = one_service("127.0.0.1:9092?topics=t&group=g&initial=oldest&keyConcurrency=8")
+        seen: list[tuple[Key, int]] = []
+        in_flight = max_in_flight = 0
+
+        async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+            nonlocal in_flight, max_in_flight
+            in_flight += 1
+            max_in_flight = max(max_in_flight, in_flight)
+            await asyncio.sleep(0.001)
+            in_flight -= 1
+            seen.append((msg.key, msg.offset))
+
+        register_kafka_handler_service(server, handle)
+        async with kafka.serving(server):
+            for i in range(200):
+                kafka.publish("t", b"v", key=f"k{i % 10}".encode())
+            await kafka.wait_handled("t")
+    assert sorted(o for _, o in seen) == list(range(200))
+    assert_each_key_in_order(seen)
+    assert max_in_flight > 1
