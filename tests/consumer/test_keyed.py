@@ -346,31 +346,34 @@ async def test_a_member_joining_mid_stream_loses_nothing_and_keeps_key_order(
 
 
 def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
-    """A service process with keyConcurrency=32, SIGKILLed mid-stream: the offset committed
-    before the kill never passed an unhandled record, and the restart handles the rest."""
-    total = 8000
+    """A service process with keyConcurrency=32, SIGKILLed mid-stream while one record (offset
+    HOLD) never finishes and the other keys go on past it: the offset committed before the kill
+    never passed an unhandled record, and the restart handles the rest."""
+    total, hold = 8000, 500
     rng = random.Random(32)
     produce_keyed(kafka_bootstrap, topic, [f"k{rng.randrange(200)}".encode() for _ in range(total)])
     group = new_group()
     config = _config(tmp_path, address(kafka_bootstrap, topic, group, "keyConcurrency=32"))
     out = tmp_path / "handled.txt"
 
-    first = App(tmp_path, config, out, delay_ms=50, run=1)
+    first = App(tmp_path, config, out, delay_ms=20, run=1, hold=hold)
     first.wait_for(lambda lines: len(_done(lines)) > 0, 60, "the first record")
     started = time.monotonic()
-    # Past the first auto-commit (3 s), before the end.
+    # Past the first auto-commit (3 s), and well past the held record.
     first.wait_for(
-        lambda lines: time.monotonic() - started > 4.0 and len(_done(lines)) > total * 0.2,
+        lambda lines: time.monotonic() - started > 4.0 and len(_done(lines)) > hold + 500,
         60,
         "progress",
     )
     first.proc.kill()
     first.proc.wait(10)
     run1 = [o for _, o in _done(first.lines())]
+    assert hold not in run1
+    assert max(run1) > hold + 400, "the other keys did not go on past the held record"
     assert len(run1) < total * 0.9, "killed too late to prove anything; slow the handler"
     assert run1 != sorted(run1), "no record finished out of offset order: no concurrency"
     at_kill = committed(kafka_bootstrap, group, topic, 1)[0]
-    assert at_kill > 0, "nothing committed before the kill"
+    assert 0 < at_kill <= hold, f"committed {at_kill}: nothing, or past the held record"
     missing = set(range(at_kill)) - set(run1)
     assert not missing, f"committed {at_kill} past unhandled records {sorted(missing)[:10]}"
 
