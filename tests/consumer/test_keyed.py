@@ -30,11 +30,14 @@ from tests.consumer.test_process import App, _config, _done
 from trpc_kafka._consumer import (
     ConsumerMessage,
     ContinueWithoutCommit,
+    get_raw_kafka_context,
     register_kafka_handler_service,
 )
 from trpc_kafka._consumer.keyed import KeyedWorker, Watermark
 from trpc_kafka._consumer.partition import PartitionWorker
-from trpc_kafka._runtime.context import Context
+from trpc_kafka._runtime.context import Context, current_context
+from trpc_kafka._runtime.filters import Handler
+from trpc_kafka._runtime.server import Server, Service
 from trpc_kafka.testing import InMemoryKafka
 
 NewTopic = Callable[..., str]
@@ -482,3 +485,40 @@ async def test_works_on_the_in_memory_cluster() -> None:
     assert sorted(o for _, o in seen) == list(range(200))
     assert_each_key_in_order(seen)
     assert max_in_flight > 1
+
+
+async def test_filters_metadata_raw_context_and_limiter_as_in_single_mode(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(12):
+        producer.produce(topic, b"v", f"k{i % 4}".encode(), partition=0, headers=[("n", b"%d" % i)])
+    assert producer.flush(30) == 0
+    group = new_group()
+    extra = "keyConcurrency=4&trpcMeta=true&limiterRate=20&limiterBurst=1"
+    filtered: list[int] = []
+
+    async def outer(ctx: Context, req: Any, next: Handler) -> Any:
+        filtered.append(req.offset)
+        return await next(ctx, req)
+
+    server = Server(max_close_wait=10)
+    server.add_service(
+        Service("orders", address=address(kafka_bootstrap, topic, group, extra), filters=[outer])
+    )
+    seen: list[tuple[int, bytes, int, float]] = []
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        assert current_context() is ctx
+        raw = get_raw_kafka_context(ctx)
+        assert raw is not None and raw.claim.partition == 0 and raw.session.group == group
+        seen.append((msg.offset, ctx.metadata["n"], raw.claim.initial_offset, time.monotonic()))
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: len(seen) == 12, 30)
+    assert sorted(filtered) == list(range(12))
+    assert all(n == b"%d" % o and initial == 0 for o, n, initial, _ in seen)
+    # 12 records at 20/s with a burst of 1, whatever the concurrency: >= 0.55 s.
+    times = sorted(t for *_, t in seen)
+    assert 0.45 <= times[-1] - times[0] < 3.0 * load_factor()
