@@ -522,3 +522,38 @@ async def test_filters_metadata_raw_context_and_limiter_as_in_single_mode(
     # 12 records at 20/s with a burst of 1, whatever the concurrency: >= 0.55 s.
     times = sorted(t for *_, t in seen)
     assert 0.45 <= times[-1] - times[0] < 3.0 * load_factor()
+
+
+async def test_a_plain_def_call_that_overran_its_timeout_is_waited_for_before_the_retry(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    produce_keyed(kafka_bootstrap, topic, [b"slow", b"fast", b"fast", b"slow"])
+    group = new_group()
+    server = one_service(
+        address(kafka_bootstrap, topic, group, "keyConcurrency=4&maxRetry=2&retryInterval=10"),
+        timeout=0.3,
+    )
+    events: list[tuple[str, int, float]] = []
+    lock = threading.Lock()
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        with lock:
+            first = not any(o == msg.offset for _, o, _ in events)
+            events.append(("start", msg.offset, time.monotonic()))
+        if msg.offset == 0 and first:
+            time.sleep(1.0)  # overruns the 0.3 s timeout; a thread cannot be interrupted
+        with lock:
+            events.append(("end", msg.offset, time.monotonic()))
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(
+            lambda: committed(kafka_bootstrap, group, topic, 1) == {0: 4}, 30, "all committed"
+        )
+    (first_start, retry_start) = [t for e, o, t in events if e == "start" and o == 0]
+    first_end = min(t for e, o, t in events if e == "end" and o == 0)
+    assert first_end - first_start >= 0.9  # the overrunning call ended first...
+    assert retry_start >= first_end, "...and the retry did not overlap it"
+    ends = {o: t for e, o, t in events if e == "end"}
+    assert ends[1] < first_end and ends[2] < first_end  # the other key went on meanwhile
+    assert min(t for e, o, t in events if e == "start" and o == 3) >= retry_start  # in order
