@@ -26,12 +26,13 @@ import asyncio
 import json
 import platform
 import random
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from harness import spawn_variant
 
 RESULTS = Path(__file__).with_name("results") / "key-concurrency.json"
 VALUE_SIZE = 100
@@ -120,31 +121,14 @@ def _preload(bootstrap: str, topic: str, records: int, keys: int, seed: int) -> 
 def _spawn(
     variant: str, bootstrap: str, topic: str, records: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
+    return spawn_variant(
         __file__,
-        "--child",
         variant,
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        f"bench-{variant}-{uuid.uuid4().hex[:8]}",
-        "--records",
-        str(records),
-        "--handler-ms",
-        str(args.handler_ms),
-        "--concurrency",
-        str(args.concurrency),
-        "--timeout",
-        str(args.timeout),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"{variant} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+        *("--bootstrap", bootstrap, "--topic", topic),
+        *("--group", f"bench-{variant}-{uuid.uuid4().hex[:8]}"),
+        *("--records", str(records), "--handler-ms", str(args.handler_ms)),
+        *("--concurrency", str(args.concurrency), "--timeout", str(args.timeout)),
+    )
 
 
 def run_parent(args: argparse.Namespace) -> int:
