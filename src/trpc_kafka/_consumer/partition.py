@@ -219,7 +219,7 @@ class DeadLetterSink(Protocol):
         """Return once every copy is acknowledged; raise to have the consumer retry."""
 
 
-# The worker (or key lane) whose task is running: lets the plain-def handler wrapper record a
+# The worker (or key slot) whose task is running: lets the plain-def handler wrapper record a
 # thread that outlived its (timed out or cancelled) call, so the next attempt waits for it.
 current_worker: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
     "trpc_kafka_partition_worker", default=None
@@ -273,7 +273,7 @@ def _metadata_of(record: Any) -> dict[str, bytes]:
 class Handling:
     """One handling of a record (or batch) with its outcome logic: the rate limit, trpcMeta,
     the timeout, retries, giving up, dead letters. Shared by a partition's worker and, with
-    ``keyConcurrency``, by each of its key lanes (``keyed.py``), so both fail, retry and stop
+    ``keyConcurrency``, by each of its key slots (``keyed.py``), so both fail, retry and stop
     the same way."""
 
     __slots__ = ("_calm", "_cancelled_by_us", "_spec", "state", "stopping", "straggler")
