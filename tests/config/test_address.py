@@ -40,7 +40,7 @@ def test_every_reference_key_is_known() -> None:
     # Ours, beyond the reference.
     assert set(ADDRESS_KEYS) - REFERENCE_KEYS == {
         "deadLetterTopic", "tlsCAFile", "tlsCertFile", "tlsKeyFile", "tlsKeyPassword",
-        "tlsVerifyHostname", "groupType", "groupProtocol",
+        "tlsVerifyHostname", "groupType", "groupProtocol", "keyConcurrency",
     }  # fmt: skip
 
 

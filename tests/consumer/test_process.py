@@ -38,12 +38,14 @@ def _config(tmp_path: Path, addr: str, close_wait_ms: int = 10_000) -> Path:
 class App:
     """One run of tests/consumer/data/consumer_app.py."""
 
-    def __init__(self, tmp_path: Path, config: Path, out: Path, delay_ms: int, run: int) -> None:
+    def __init__(
+        self, tmp_path: Path, config: Path, out: Path, delay_ms: int, run: int, *, hold: int = -1
+    ) -> None:
         self.log = tmp_path / f"app-{run}.log"
         self.out = out
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(APP), str(config), str(out), str(delay_ms)],
+                [sys.executable, str(APP), str(config), str(out), str(delay_ms), str(hold)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

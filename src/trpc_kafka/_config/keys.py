@@ -339,6 +339,8 @@ SPEC_LIST: Final = [
     # Group type and protocol (issue 14): share groups (KIP-932), the new protocol (KIP-848).
     _choice("groupType", "group_type", "consumer", "share"),
     _choice("groupProtocol", "group_protocol", "classic", "consumer"),
+    # Records of different keys of one partition in flight at once (issue 14 section 2).
+    _int("keyConcurrency", "key_concurrency", 1, 10_000),
 ]
 
 

@@ -89,6 +89,7 @@ class KafkaConfig:
     dead_letter_topic: str = ""  # ours: where a message goes once its retries are exhausted
     group_type: GroupType = "consumer"  # share: a KIP-932 share group member (_consumer/share.py)
     group_protocol: GroupProtocol = "classic"  # consumer: KIP-848, broker-side assignment
+    key_concurrency: int = 1  # >1: a partition's keys handled concurrently (_consumer/keyed.py)
     # Both sides.
     version: str = "1.1.1.0"
     max_retry: int | None = None  # None: producer 3, consumer 0 (see the side properties)
@@ -316,6 +317,8 @@ class KafkaConfig:
                 "'groupType=share' instead, which also adapt the settings that depend on it",
                 key="rdkafka.group.protocol",
             )
+        if self.key_concurrency != 1:
+            self._validate_key_concurrency()
         if self.group_type == "share":
             what = "groupType=share (a KIP-932 share group)"
             if self.group_protocol != "classic":
@@ -350,6 +353,25 @@ class KafkaConfig:
                 "the session timeout is the broker's group.consumer.session.timeout.ms",
             )
             self._refuse_rdkafka(what, _CONSUMER_PROTOCOL_REFUSED)
+
+    def _validate_key_concurrency(self) -> None:
+        value = str(self.key_concurrency)
+        if self.batch > 0:
+            raise ConfigError(
+                f"key 'keyConcurrency' ({value}) does not work with key 'batch' "
+                f"({self.batch}): a batch handler takes a partition's records together, in "
+                f"offset order; use keyConcurrency=1 (the default) or batch=0",
+                key="keyConcurrency",
+                value=value,
+            )
+        if self.group_type == "share":
+            raise ConfigError(
+                f"key 'keyConcurrency' ({value}) does not work with groupType=share: a share "
+                f"group has no per-key order to keep (any member gets any record); scale a "
+                f"share group with members, or use keyConcurrency=1 (the default)",
+                key="keyConcurrency",
+                value=value,
+            )
 
     def _refuse_non_default(self, what: str, key: str, name: str, why: str) -> None:
         value = getattr(self, name)

@@ -168,6 +168,7 @@ _SIDE_ONLY: Final[dict[Side, frozenset[str]]] = {
             "deadLetterTopic",
             "groupType",
             "groupProtocol",
+            "keyConcurrency",
         ]
     ),
 }

@@ -161,6 +161,7 @@ class HandlerSpec:
         "executor",
         "fail",
         "is_async",
+        "key_concurrency",
         "limiter",
         "max_retry",
         "retry_interval",
@@ -187,6 +188,7 @@ class HandlerSpec:
         fail: Callable[[BaseException], None],
         sync_fn: Callable[[Context, Any], Any] | None = None,
         executor: concurrent.futures.Executor | None = None,
+        key_concurrency: int = 1,
     ) -> None:
         self.service_name = service_name
         self.call = call
@@ -204,6 +206,8 @@ class HandlerSpec:
         # whole chunks to one thread of ``executor`` (see PartitionWorker._run_sync_chunks).
         self.sync_fn = sync_fn
         self.executor = executor
+        # > 1: the partition's keys are handled concurrently (keyed.KeyedWorker).
+        self.key_concurrency = key_concurrency
 
 
 class DeadLetterSink(Protocol):
@@ -215,9 +219,9 @@ class DeadLetterSink(Protocol):
         """Return once every copy is acknowledged; raise to have the consumer retry."""
 
 
-# The worker whose task is running: lets the plain-def handler wrapper record a thread that
-# outlived its (timed out or cancelled) call, so the next attempt waits for it.
-current_worker: contextvars.ContextVar[PartitionWorker | None] = contextvars.ContextVar(
+# The worker (or key slot) whose task is running: lets the plain-def handler wrapper record a
+# thread that outlived its (timed out or cancelled) call, so the next attempt waits for it.
+current_worker: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
     "trpc_kafka_partition_worker", default=None
 )
 
@@ -266,23 +270,165 @@ def _metadata_of(record: Any) -> dict[str, bytes]:
     return {k: (b"" if v is None else v) for k, v in headers}
 
 
-class PartitionWorker:
+class Handling:
+    """One handling of a record (or batch) with its outcome logic: the rate limit, trpcMeta,
+    the timeout, retries, giving up, dead letters. Shared by a partition's worker and, with
+    ``keyConcurrency``, by each of its key slots (``keyed.py``), so both fail, retry and stop
+    the same way."""
+
+    __slots__ = ("_calm", "_cancelled_by_us", "_spec", "state", "stopping", "straggler")
+
+    _spec: HandlerSpec
+    state: PartitionState
+    stopping: bool
+    _calm: bool  # waiting for something other than a handler: a stop cancels at once
+    _cancelled_by_us: bool
+    straggler: concurrent.futures.Future[Any] | None  # a plain def call that outlived it
+
+    async def _calm_wait(self, aw: Awaitable[Any]) -> Any:
+        """Await something that a stop request may cancel at once (sleep, limiter...)."""
+        self._calm = True
+        try:
+            return await aw
+        finally:
+            self._calm = False
+
+    async def _attempt(self, req: Any, first_record: Any, count: int = 1) -> None:
+        """One handling with the optional parts: rate limit, trpcMeta, timeout."""
+        spec = self._spec
+        if spec.limiter is not None:
+            await self._calm_wait(spec.limiter.acquire(count))
+        if self.stopping:
+            raise _Stopping
+        state = self.state
+        metadata = _metadata_of(first_record) if spec.trpc_meta else None
+        timeout = spec.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ctx = ConsumerContext(spec.service_name, state.topic, state.claim, metadata, deadline)
+        set_current_context(ctx)
+        await spec.call(ctx, req)
+
+    async def _failed(self, exc: BaseException, msgs: list[WireMessage], count: int) -> int:
+        """Retry a failed handling as configured; MARK, SKIP or STOP."""
+        spec = self._spec
+        state = self.state
+        req: Any = msgs[0] if spec.batch <= 0 else msgs
+        first = msgs[0]
+        where = (
+            f"offset {first.offset}"
+            if len(msgs) == 1
+            else f"offsets {first.offset}-{msgs[-1].offset} ({len(msgs)} messages)"
+        )
+        attempts = 1
+        while True:
+            if isinstance(exc, asyncio.CancelledError) and (self._cancelled_by_us or self.stopping):
+                raise exc
+            if isinstance(exc, _Stopping) or self.stopping:
+                return STOP
+            if isinstance(exc, ContinueWithoutCommit):
+                return SKIP
+            if not isinstance(exc, (Exception, asyncio.CancelledError)):
+                raise exc  # KeyboardInterrupt, SystemExit
+            logger.error(
+                "kafka server transport: handle fail: service %s topic %s partition %d %s "
+                "(attempt %d): %s",
+                spec.service_name,
+                state.topic,
+                state.partition,
+                where,
+                attempts,
+                _describe(exc),
+                exc_info=exc if attempts == 1 else None,
+            )
+            await self._wait_straggler()
+            if spec.max_retry and attempts > spec.max_retry:
+                return MARK if await self._give_up(msgs, exc, attempts, where) else STOP
+            await self._calm_wait(asyncio.sleep(spec.retry_interval))
+            if self.stopping:
+                return STOP
+            notify_retrying(spec.service_name, state.topic, state.partition, attempts + 1)
+            try:
+                await self._attempt(req, first._m, count)
+            except BaseException as again:
+                exc = again
+                attempts += 1
+            else:
+                return MARK
+
+    async def _wait_straggler(self) -> None:
+        """A plain-def handler that outlived its call: let it finish before the next attempt."""
+        straggler = self.straggler
+        if straggler is None:
+            return
+        self.straggler = None
+        if not straggler.done():
+            logger.warning(
+                "kafka server transport: %s partition %d: waiting for a plain def handler "
+                "that outlived its call (threads cannot be interrupted)",
+                self.state.topic,
+                self.state.partition,
+            )
+            await asyncio.wrap_future(straggler)
+
+    async def _give_up(
+        self, msgs: list[WireMessage], exc: BaseException, attempts: int, where: str
+    ) -> bool:
+        """Log (and dead-letter) a message whose retries are exhausted; False if stopping
+        before the dead letter was acknowledged (then it is not marked)."""
+        spec = self._spec
+        state = self.state
+        sink = spec.dead_letter
+        if sink is None:
+            logger.error(
+                "kafka server transport: service %s topic %s partition %d %s: giving up after "
+                "%d attempts (maxRetry=%d), marking it consumed",
+                spec.service_name,
+                state.topic,
+                state.partition,
+                where,
+                attempts,
+                spec.max_retry,
+            )
+            notify_gave_up(spec.service_name, state.topic, len(msgs), None)
+            return True
+        while True:
+            try:
+                await self._calm_wait(sink.send(msgs, exc, attempts))
+            except Exception as send_exc:
+                logger.error(
+                    "kafka server transport: service %s topic %s partition %d %s: cannot send "
+                    "to dead letter topic %s, retrying in %gs: %s",
+                    spec.service_name,
+                    state.topic,
+                    state.partition,
+                    where,
+                    sink.topic,
+                    spec.retry_interval,
+                    _describe(send_exc),
+                )
+                await self._calm_wait(asyncio.sleep(spec.retry_interval))
+                if self.stopping:
+                    return False
+                continue
+            logger.error(
+                "kafka server transport: service %s topic %s partition %d %s: giving up after "
+                "%d attempts (maxRetry=%d), sent to dead letter topic %s",
+                spec.service_name,
+                state.topic,
+                state.partition,
+                where,
+                attempts,
+                spec.max_retry,
+                sink.topic,
+            )
+            notify_gave_up(spec.service_name, state.topic, len(msgs), sink.topic)
+            return True
+
+
+class PartitionWorker(Handling):
     """Handles the messages of one assigned partition, in order."""
 
-    __slots__ = (
-        "_abandoned",
-        "_calm",
-        "_cancelled_by_us",
-        "_chunks",
-        "_loop",
-        "_running",
-        "_spec",
-        "_waiter",
-        "state",
-        "stopping",
-        "straggler",
-        "task",
-    )
+    __slots__ = ("_abandoned", "_chunks", "_loop", "_running", "_waiter", "task")
 
     def __init__(self, spec: HandlerSpec, state: PartitionState) -> None:
         self._spec = spec
@@ -374,14 +520,6 @@ class PartitionWorker:
             self._waiter = None
             if handle is not None:
                 handle.cancel()
-
-    async def _calm_wait(self, aw: Awaitable[Any]) -> Any:
-        """Await something that a stop request may cancel at once (sleep, limiter...)."""
-        self._calm = True
-        try:
-            return await aw
-        finally:
-            self._calm = False
 
     async def _run_single(self) -> None:
         spec = self._spec
@@ -563,137 +701,6 @@ class PartitionWorker:
             self._running = None
             if token is not None:
                 reset_current_context(token)
-
-    async def _attempt(self, req: Any, first_record: Any, count: int = 1) -> None:
-        """One handling with the optional parts: rate limit, trpcMeta, timeout."""
-        spec = self._spec
-        if spec.limiter is not None:
-            await self._calm_wait(spec.limiter.acquire(count))
-        if self.stopping:
-            raise _Stopping
-        state = self.state
-        metadata = _metadata_of(first_record) if spec.trpc_meta else None
-        timeout = spec.timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        ctx = ConsumerContext(spec.service_name, state.topic, state.claim, metadata, deadline)
-        set_current_context(ctx)
-        await spec.call(ctx, req)
-
-    async def _failed(self, exc: BaseException, msgs: list[WireMessage], count: int) -> int:
-        """Retry a failed handling as configured; MARK, SKIP or STOP."""
-        spec = self._spec
-        state = self.state
-        req: Any = msgs[0] if spec.batch <= 0 else msgs
-        first = msgs[0]
-        where = (
-            f"offset {first.offset}"
-            if len(msgs) == 1
-            else f"offsets {first.offset}-{msgs[-1].offset} ({len(msgs)} messages)"
-        )
-        attempts = 1
-        while True:
-            if isinstance(exc, asyncio.CancelledError) and (self._cancelled_by_us or self.stopping):
-                raise exc
-            if isinstance(exc, _Stopping) or self.stopping:
-                return STOP
-            if isinstance(exc, ContinueWithoutCommit):
-                return SKIP
-            if not isinstance(exc, (Exception, asyncio.CancelledError)):
-                raise exc  # KeyboardInterrupt, SystemExit
-            logger.error(
-                "kafka server transport: handle fail: service %s topic %s partition %d %s "
-                "(attempt %d): %s",
-                spec.service_name,
-                state.topic,
-                state.partition,
-                where,
-                attempts,
-                _describe(exc),
-                exc_info=exc if attempts == 1 else None,
-            )
-            await self._wait_straggler()
-            if spec.max_retry and attempts > spec.max_retry:
-                return MARK if await self._give_up(msgs, exc, attempts, where) else STOP
-            await self._calm_wait(asyncio.sleep(spec.retry_interval))
-            if self.stopping:
-                return STOP
-            notify_retrying(spec.service_name, state.topic, state.partition, attempts + 1)
-            try:
-                await self._attempt(req, first._m, count)
-            except BaseException as again:
-                exc = again
-                attempts += 1
-            else:
-                return MARK
-
-    async def _wait_straggler(self) -> None:
-        """A plain-def handler that outlived its call: let it finish before the next attempt."""
-        straggler = self.straggler
-        if straggler is None:
-            return
-        self.straggler = None
-        if not straggler.done():
-            logger.warning(
-                "kafka server transport: %s partition %d: waiting for a plain def handler "
-                "that outlived its call (threads cannot be interrupted)",
-                self.state.topic,
-                self.state.partition,
-            )
-            await asyncio.wrap_future(straggler)
-
-    async def _give_up(
-        self, msgs: list[WireMessage], exc: BaseException, attempts: int, where: str
-    ) -> bool:
-        """Log (and dead-letter) a message whose retries are exhausted; False if stopping
-        before the dead letter was acknowledged (then it is not marked)."""
-        spec = self._spec
-        state = self.state
-        sink = spec.dead_letter
-        if sink is None:
-            logger.error(
-                "kafka server transport: service %s topic %s partition %d %s: giving up after "
-                "%d attempts (maxRetry=%d), marking it consumed",
-                spec.service_name,
-                state.topic,
-                state.partition,
-                where,
-                attempts,
-                spec.max_retry,
-            )
-            notify_gave_up(spec.service_name, state.topic, len(msgs), None)
-            return True
-        while True:
-            try:
-                await self._calm_wait(sink.send(msgs, exc, attempts))
-            except Exception as send_exc:
-                logger.error(
-                    "kafka server transport: service %s topic %s partition %d %s: cannot send "
-                    "to dead letter topic %s, retrying in %gs: %s",
-                    spec.service_name,
-                    state.topic,
-                    state.partition,
-                    where,
-                    sink.topic,
-                    spec.retry_interval,
-                    _describe(send_exc),
-                )
-                await self._calm_wait(asyncio.sleep(spec.retry_interval))
-                if self.stopping:
-                    return False
-                continue
-            logger.error(
-                "kafka server transport: service %s topic %s partition %d %s: giving up after "
-                "%d attempts (maxRetry=%d), sent to dead letter topic %s",
-                spec.service_name,
-                state.topic,
-                state.partition,
-                where,
-                attempts,
-                spec.max_retry,
-                sink.topic,
-            )
-            notify_gave_up(spec.service_name, state.topic, len(msgs), sink.topic)
-            return True
 
     async def _run_batch(self) -> None:
         spec = self._spec

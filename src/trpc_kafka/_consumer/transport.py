@@ -43,6 +43,7 @@ from trpc_kafka._config.errors import ConfigError
 from trpc_kafka._config.rdkafka import consumer_settings, redact_settings
 from trpc_kafka._consumer.consume_errors import ERROR_REPEAT, ConsumeErrors, set_done
 from trpc_kafka._consumer.dead_letter import DeadLetterSender
+from trpc_kafka._consumer.keyed import KeyedWorker
 from trpc_kafka._consumer.limiter import TokenBucket
 from trpc_kafka._consumer.partition import (
     HandlerSpec,
@@ -306,8 +307,15 @@ class KafkaServiceTransport:
         if cfg.limiter_rate is not None:
             limiter = TokenBucket(cfg.limiter_rate, cfg.limiter_burst)
         # A plain def handler of single messages is handed whole chunks in its thread, unless
-        # something async (filters, the limiter) must run around each call.
-        chunked = not reg.is_async and cfg.batch <= 0 and not service.filters and limiter is None
+        # something async (filters, the limiter) must run around each call, or keys run
+        # concurrently (each key lane hands its records over one by one).
+        chunked = (
+            not reg.is_async
+            and cfg.batch <= 0
+            and not service.filters
+            and limiter is None
+            and cfg.key_concurrency == 1
+        )
         return HandlerSpec(
             service_name=service.name,
             call=chain(service.filters, inner),
@@ -323,14 +331,15 @@ class KafkaServiceTransport:
             fail=service.fail,
             sync_fn=reg.fn if chunked else None,
             executor=self._get_executor() if chunked else None,
+            key_concurrency=cfg.key_concurrency,
         )
 
     def _get_executor(self) -> DaemonThreadPool:
         with self._executor_lock:
             if self._executor is None:
-                self._executor = DaemonThreadPool(
-                    SYNC_HANDLER_THREADS, f"kafka-handler-{self._service.name}"
-                )
+                # keyConcurrency=N: N plain def calls of one partition may be in flight.
+                size = max(SYNC_HANDLER_THREADS, self._cfg.key_concurrency if self._cfg else 1)
+                self._executor = DaemonThreadPool(size, f"kafka-handler-{self._service.name}")
             return self._executor
 
     async def stop(self, timeout: float) -> None:
@@ -373,7 +382,11 @@ class KafkaServiceTransport:
         for state in states:
             if state.key in self._workers or not self._fetching:
                 continue
-            worker = PartitionWorker(self._spec, state)
+            worker = (
+                PartitionWorker(self._spec, state)
+                if self._spec.key_concurrency == 1
+                else KeyedWorker(self._spec, state)
+            )
             worker.start()
             self._workers[state.key] = worker
 
