@@ -462,3 +462,55 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_ctrl_c_while_a_librdkafka_callback_runs_ends_consume(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    """SIGINT landing inside the log callback that ``poll()`` runs on the reading thread.
+
+    confluent-kafka 2.16 mishandles a KeyboardInterrupt raised there: ``poll`` fails with
+    "SystemError: ... returned NULL without setting an exception" (5 of 6 tries with this
+    logger), or the interrupt is lost and ``consume`` polls on (CI: still there 120 s after
+    SIGINT, stack in ``_read``). The read loop takes Ctrl-C as a flag instead.
+    """
+    program = """
+import logging, os, signal, sys, threading, time, uuid
+from confluent_kafka import Consumer, TopicPartition, OFFSET_END
+from trpc_kafka._tools import console
+
+class Busy(logging.Logger):
+    def log(self, level, msg, *args, **kwargs):
+        sum(range(20000))  # Python work on the polling thread: where the SIGINT lands
+
+bootstrap, topic = sys.argv[1:3]
+for attempt in range(3):
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex}",
+        "logger": Busy("busy"), "debug": "broker,fetch,protocol", "enable.auto.commit": False,
+    })
+    consumer.assign([TopicPartition(topic, 0, OFFSET_END)])
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    try:
+        with console.sigint_as_flag() as interrupted:
+            console._read(
+                consumer, console._Printer("text"), console._Warner(), None, {},
+                commit=False, exit_at_end=False, interrupted=interrupted,
+            )
+    except KeyboardInterrupt:
+        print(f"interrupted after {time.monotonic() - started:.1f} s", flush=True)
+    consumer.close()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program, kafka_bootstrap, topic],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SystemError" not in done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3, done.stdout
+    assert all(line.startswith("interrupted after") for line in lines)

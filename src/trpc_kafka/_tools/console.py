@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as _dt
 import json
 import os
+import signal
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any, Final
 
 from confluent_kafka import (
@@ -229,15 +232,17 @@ def _consume(args: argparse.Namespace) -> int:
             assignment = _assignment(cfg, topics, args.partition, start)
             ends = _ends(consumer, assignment) if args.exit_at_end else {}
             consumer.assign(assignment)
-        _read(
-            consumer,
-            printer,
-            warner,
-            args.count,
-            ends,
-            commit=bool(group),
-            exit_at_end=args.exit_at_end,
-        )
+        with sigint_as_flag() as interrupted:
+            _read(
+                consumer,
+                printer,
+                warner,
+                args.count,
+                ends,
+                commit=bool(group),
+                exit_at_end=args.exit_at_end,
+                interrupted=interrupted,
+            )
     except KeyboardInterrupt:
         _err(f"interrupted; consumed {printer.count} message(s)")
         _close_within(consumer, close_bound, exit_code=130)
@@ -251,12 +256,33 @@ def _consume(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def sigint_as_flag() -> Iterator[threading.Event]:
+    """While inside: Ctrl-C (SIGINT) sets the event instead of raising KeyboardInterrupt.
+
+    A KeyboardInterrupt raised while ``poll()`` runs one of our callbacks (the log or error
+    callback, on this thread) is mishandled by confluent-kafka 2.16: ``poll`` then fails with
+    "SystemError: returned NULL without setting an exception", or the interrupt is lost and
+    the command polls on for ever (seen in CI). Setting a flag runs no Python code that can
+    raise inside a callback; the read loop checks it after each ``poll``.
+    """
+    interrupted = threading.Event()
+
+    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
+        interrupted.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C while closing raises again
+
+
 def _close_within(consumer: Any, seconds: float, *, exit_code: int) -> None:
     """``consumer.close()`` (with a group: commit what was printed, leave the group), bounded.
 
-    Ctrl-C must end the command: a close that librdkafka does not finish in ``seconds`` (a
-    CI run once saw the process stay 120 s after SIGINT, and it could not be reproduced since)
-    is abandoned with a line saying so, and the process ends at once with ``exit_code``.
+    Ctrl-C must end the command: a close that librdkafka does not finish in ``seconds`` is
+    abandoned with a line saying so, and the process ends at once with ``exit_code``.
     """
     closing = threading.Thread(target=consumer.close, name="trpc-kafka-close", daemon=True)
     closing.start()
@@ -324,11 +350,14 @@ def _read(
     *,
     commit: bool,
     exit_at_end: bool,
+    interrupted: threading.Event,
 ) -> None:
     while True:
         if exit_at_end and not ends:
             return
         msg = consumer.poll(POLL_SECONDS)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
         if msg is None:
             continue
         err = msg.error()
