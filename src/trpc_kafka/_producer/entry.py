@@ -59,7 +59,7 @@ from trpc_kafka._kafka_errors import (
     kafka_error_of,
     to_trpc_error,
 )
-from trpc_kafka._producer.delivery import AckedResult, Done, delivery_thread, dispatch
+from trpc_kafka._producer.delivery import AckFuture, Done, delivery_thread, dispatch
 from trpc_kafka._producer.errors import SEND
 from trpc_kafka._rdkafka_log import RateLimiter, rdkafka_log, suppressed_note
 
@@ -152,7 +152,7 @@ class ProducerEntry:
         self._done: collections.deque[Done] = collections.deque()
         append = self._done.append
 
-        def collect(fut: asyncio.Future[AckedResult], err: KafkaError | None, msg: Message) -> None:
+        def collect(fut: AckFuture, err: KafkaError | None, msg: Message) -> None:
             append((fut, err, msg))
 
         self.collect = collect

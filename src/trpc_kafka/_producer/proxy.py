@@ -43,7 +43,14 @@ from trpc_kafka._producer import pool as _pool
 from trpc_kafka._producer import syncloop
 from trpc_kafka._producer.callbacks import ErrorCallback, SuccessCallback
 from trpc_kafka._producer.deadlines import call_deadline, deadlines_of
-from trpc_kafka._producer.delivery import NO_OFFSET, AckedResult, AsyncReporter, SyncWaiter
+from trpc_kafka._producer.delivery import (
+    NO_OFFSET,
+    AckedResult,
+    AckFuture,
+    AsyncReporter,
+    SyncWaiter,
+    new_ack_future,
+)
 from trpc_kafka._producer.entry import ProducerEntry
 from trpc_kafka._producer.errors import (
     ACK,
@@ -73,7 +80,6 @@ UNKNOWN_RESULT: Final[AckedResult] = (-1, NO_OFFSET)
 
 _monotonic = time.monotonic
 _get_running_loop = asyncio.get_running_loop
-_Future = asyncio.Future  # the C future; loop.create_future() adds a Python frame per call
 _get_ident = threading.get_ident
 _context_now = _current.get  # current_context() without its Python frame (hot path)
 _FIRST_ROOM_PAUSE: Final = 0.0005
@@ -197,7 +203,8 @@ class ClientProxy:
             # on this thread is the running loop (BaseEventLoop sets _thread_id meanwhile).
             if loop is None or loop._thread_id != _get_ident():  # type: ignore[attr-defined]
                 loop = self._running_loop()
-            fut: asyncio.Future[AckedResult] = _Future(loop=loop)
+            fut = AckFuture(loop=loop)  # new_ack_future inlined
+            fut._waiter = None
             try:
                 # Positional (partition -1: librdkafka's partitioner): keyword arguments cost
                 # the binding ~0.6 us a call (bench/results/producer-perf.md).
@@ -441,10 +448,9 @@ class ClientProxy:
             send.partition = self.partitioner.choose(
                 send.topic, send.key, await self._count_async(entry, send)
             )
-        fut: asyncio.Future[AckedResult] | None = None
+        fut: AckFuture | None = None
         if send.acked:
-            loop = _get_running_loop()
-            fut = loop.create_future()
+            fut = new_ack_future(_get_running_loop())
             send.on_delivery = partial(entry.collect, fut)
         if not send.produce(entry):
             await self._room_async(entry, send)
