@@ -167,7 +167,7 @@ def ours_sync(bootstrap: str, topic: str, n: int, others: int = 0) -> dict[str, 
 
 
 def child(name: str, bootstrap: str, topic: str, n: int) -> dict[str, Any]:
-    base = name.removesuffix("_before")
+    base = next(v for v in sorted(VARIANTS, key=len, reverse=True) if name.startswith(v))
     if base == "ours_sync_busy":
         return ours_sync(bootstrap, topic, n, others=3)
     fn = {"raw": raw, "raw_thread": raw_thread, "ours_async": ours_async, "ours_sync": ours_sync}
@@ -190,6 +190,13 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--only", nargs="*", default=list(VARIANTS))
     parser.add_argument("--before", help="a copy of another commit's src/ for *_before variants")
+    parser.add_argument(
+        "--alt",
+        action="append",
+        default=[],
+        metavar="LABEL=SRC",
+        help="adds *_LABEL variants of ours run with SRC first on PYTHONPATH (repeatable)",
+    )
     parser.add_argument("--label", default="")
     parser.add_argument("--out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -204,12 +211,18 @@ def main() -> int:
         names.append(name)
         if args.before and name.startswith("ours"):
             names.append(f"{name}_before")
+        if name.startswith("ours"):
+            names += [f"{name}_{alt.split('=', 1)[0]}" for alt in args.alt]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names:
             env = dict(os.environ)
             if name.endswith("_before"):
                 env["PYTHONPATH"] = args.before
+            for alt in args.alt:
+                label, src = alt.split("=", 1)
+                if name.endswith(f"_{label}"):
+                    env["PYTHONPATH"] = src
             cmd = [sys.executable, __file__, "--child", name, "--bootstrap", args.bootstrap,
                    "--topic", topic, "--samples", str(args.samples)]  # fmt: skip
             out = subprocess.run(
