@@ -184,6 +184,9 @@ class ProducerEntry:
         calls :meth:`unpark`."""
         self._unpark = threading.Event()
         self._caller_polled = 0.0  # when a caller last polled for itself, or asked to
+        self.blocking_senders: set[int] = set()
+        """Threads in a blocking acked send now: with two or more the delivery thread keeps
+        polling (callers taking turns at the token serve them worse)."""
         # Fire-and-forget reports a caller's poll served: run on the delivery thread, in order.
         self._deferred: collections.deque[Callable[[], None]] = collections.deque()
         self._closing_deadline: float | None = None
@@ -225,8 +228,13 @@ class ProducerEntry:
     # -- a caller polling for its own report (any thread) -------------------------------------
 
     def unpark(self) -> None:
-        """Wake the delivery thread out of its pause: a send that will not poll for itself."""
-        self._unpark.set()
+        """Wake the delivery thread out of its pause: a send that will not poll for itself.
+
+        Not while a caller polls: that one serves the report, or wakes the delivery thread
+        when it lets go with messages still queued (:meth:`poll_here`).
+        """
+        if not self.poll_lock.locked():
+            self._unpark.set()
 
     def defer(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the delivery thread (a report served on a caller's poll)."""
@@ -247,8 +255,14 @@ class ProducerEntry:
         loop of the calling thread, whose futures are settled at once.
         """
         lock = self.poll_lock
-        if not lock.acquire(False):
+        # Only when the delivery thread stepped aside (an earlier lone send asked it to, and
+        # the queue emptied): with several senders at once it keeps polling, which serves
+        # them better than callers taking turns.
+        if not self.parked or not lock.acquire(False):
             self._caller_polled = time.monotonic()
+            return False
+        if self.closed:  # the delivery thread drains, then closes the producer: not ours
+            lock.release()
             return False
         poll = self.producer.poll
         caller_polling.entry = self
@@ -340,37 +354,43 @@ class ProducerEntry:
                     self._run_deferred()
                 self.parked = True
                 if (
-                    time.monotonic() - self._caller_polled < CALLER_POLL_PARK and len(producer) == 0
-                ) or not lock.acquire(False):
-                    # A caller polls for itself (or just did, and nothing else is queued):
-                    # stay out of poll until a send needs us, the caller lets go, or the pause
-                    # ends.
-                    if not self._deferred:
-                        self._unpark.wait(CALLER_POLL_PARK)
+                    time.monotonic() - self._caller_polled < CALLER_POLL_PARK
+                    and len(producer) == 0
+                    and len(self.blocking_senders) <= 1
+                    and not self._deferred
+                ):
+                    # A caller just polled for itself and nothing else is queued: stay out of
+                    # poll until a send needs us or the pause ends.
+                    self._unpark.wait(CALLER_POLL_PARK)
                     self._unpark.clear()
                     self.parked = False
                 else:
                     self.parked = False
-                    try:
-                        poll(POLL_INTERVAL)
-                        done = list(self._done) if self._done else None
-                        self._done.clear()
-                    finally:
-                        lock.release()
-                    if done:  # outside the token: a woken loop may poll for its next send
-                        dispatch(done, self.known_cause())
+                    # A caller polling now hands the token over when it lets go.
+                    if lock.acquire(timeout=CALLER_POLL_PARK):
+                        try:
+                            if self._deferred:  # deferred while we waited for the token
+                                self._run_deferred()
+                            poll(POLL_INTERVAL)
+                            done = list(self._done) if self._done else None
+                            self._done.clear()
+                        finally:
+                            lock.release()
+                        if done:  # outside the token: a woken loop may poll for its next send
+                            dispatch(done, self.known_cause())
                 if self._empty_waiters and len(producer) == 0:
                     self._wake(self._empty_waiters)
                 if self.auth_error is not None or self._down_since is not None:
                     self._fail_fast()
-            with lock:  # a caller's poll ends within its budget
+            with lock:  # a caller's poll ends within its budget; none starts after (closed)
                 self._run_deferred()  # served before anything the drain serves
                 self._drain(self._closing_deadline)
-            if len(producer) == 0:
-                # Destroyed now, not whenever the garbage collector breaks the cycle through
-                # error_cb: until then librdkafka would keep reconnecting (with a wrong
-                # password, failing over and over). With nothing queued close() does not wait.
-                producer.close()
+                if len(producer) == 0:
+                    # Destroyed now, not whenever the garbage collector breaks the cycle
+                    # through error_cb: until then librdkafka would keep reconnecting (with a
+                    # wrong password, failing over and over). With nothing queued close() does
+                    # not wait.
+                    producer.close()
         except Exception:  # pragma: no cover - a bug; keep the thread's death visible
             log.exception("kafka producer %s: delivery thread failed", self.label)
         finally:

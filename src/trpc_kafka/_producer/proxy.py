@@ -560,22 +560,31 @@ class ClientProxy:
             delay = min(delay * 2, _MAX_ROOM_PAUSE)
             if entry.closed:
                 raise closed_error(send.op)
-        deadline = send.deadline
-        if waiter is not None and len(entry.producer) == 1:
-            # Alone in the queue: poll for the report right here (entry.py).
-            budget = SYNC_POLL_BUDGET
-            if deadline is not None:
-                budget = min(budget, deadline - _monotonic())
-            if budget > 0 and entry.poll_here(waiter.delivered, budget):
-                return waiter.result(entry)
-        if entry.parked:
-            entry.unpark()
         if waiter is None:
+            if entry.parked:
+                entry.unpark()
             return UNKNOWN_RESULT
-        if deadline is None:
-            waiter.lock.acquire()
-        elif not waiter.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
-            raise with_cause(timeout_error(SEND, ACK), entry, send.topic, SEND, ACK)
+        deadline = send.deadline
+        senders = entry.blocking_senders
+        me = _get_ident()
+        senders.add(me)
+        try:
+            if len(senders) == 1 and len(entry.producer) == 1:
+                # The only message and the only blocking sender: poll for the report right
+                # here (entry.py).
+                budget = SYNC_POLL_BUDGET
+                if deadline is not None:
+                    budget = min(budget, deadline - _monotonic())
+                if budget > 0 and entry.poll_here(waiter.delivered, budget):
+                    return waiter.result(entry)
+            if entry.parked:
+                entry.unpark()
+            if deadline is None:
+                waiter.lock.acquire()
+            elif not waiter.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
+                raise with_cause(timeout_error(SEND, ACK), entry, send.topic, SEND, ACK)
+        finally:
+            senders.discard(me)
         return waiter.result(entry)
 
     def _bind(self, deadline: float | None) -> ProducerEntry:
