@@ -14,10 +14,8 @@ Reports arrive on the delivery thread of the message's producer (``entry.Produce
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import threading
-from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
@@ -42,7 +40,7 @@ AckedResult = tuple[int, int]
 """``(partition, offset)`` of an acknowledged send."""
 NO_OFFSET: Final = -1
 """Offset reported when none is known: ``requiredAcks=0`` or an ``async=1`` send."""
-Done = tuple["AckFuture", "KafkaError | None", Message]
+Done = tuple["asyncio.Future[AckedResult]", "KafkaError | None", Message]
 """One report of an acked send awaited on a loop: its future, error and message."""
 
 delivery_thread = threading.local()
@@ -62,105 +60,23 @@ def acked_result(msg: Message) -> AckedResult:
     )
 
 
-class AckFuture(asyncio.Future[AckedResult]):
-    """The future of an acked send awaited on a loop: :func:`settle` resumes its task directly.
-
-    A plain future's ``set_result`` schedules the waiting task's wake-up with ``call_soon``,
-    so the task resumes one loop turn after ``settle`` (15-45 us of an acked send's latency on
-    a loaded 2-core machine, bench/results/producer-latency.md). Here the first done-callback
-    (the awaiting task's wake-up) is kept aside and ``settle``, which runs as a plain callback
-    of the loop (no task running), calls it at once. Every other completion (a deadline, a
-    cancellation, ``set_result`` from elsewhere) wakes it with ``call_soon`` as asyncio does.
-
-    Whoever creates one sets ``_waiter = None`` (no ``__init__``: a Python one costs a frame
-    per send).
-    """
-
-    __slots__ = ("_waiter", "_waiter_ctx")
-
-    _waiter: Callable[..., Any] | None
-    _waiter_ctx: contextvars.Context | None
-
-    def add_done_callback(
-        self, fn: Callable[..., Any], *, context: contextvars.Context | None = None
-    ) -> None:
-        if self._waiter is None and not self.done():
-            self._waiter = fn
-            self._waiter_ctx = contextvars.copy_context() if context is None else context
-        else:
-            super().add_done_callback(fn, context=context)
-
-    def remove_done_callback(self, fn: Callable[..., Any]) -> int:
-        if self._waiter is not None and self._waiter == fn:
-            self._waiter = self._waiter_ctx = None
-            return 1 + super().remove_done_callback(fn)
-        return super().remove_done_callback(fn)
-
-    def set_result(self, result: Any) -> None:
-        super().set_result(result)
-        self._wake_soon()
-
-    def set_exception(self, exception: type | BaseException) -> None:
-        super().set_exception(exception)
-        self._wake_soon()
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        if not super().cancel(msg):
-            return False
-        self._wake_soon()
-        return True
-
-    def _wake_soon(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self.get_loop().call_soon(waiter, self, context=self._waiter_ctx)
-            self._waiter = self._waiter_ctx = None
-
-
-_set_result = asyncio.Future.set_result  # the C methods: no wake-up scheduled
-_set_exception = asyncio.Future.set_exception
-
-
-def new_ack_future(loop: asyncio.AbstractEventLoop) -> AckFuture:
-    """An :class:`AckFuture` of ``loop`` (the hot path inlines this)."""
-    fut = AckFuture(loop=loop)
-    fut._waiter = None
-    return fut
-
-
 def settle(done: list[Done]) -> None:
-    """Runs on the futures' event loop: settle one batch of acked sends, resuming each waiting
-    task at once (:class:`AckFuture`)."""
-    items = iter(done)
-    try:
-        for fut, err, msg in items:
-            if fut.done():  # timed out or cancelled meanwhile
-                continue
-            if err is None:
-                # acked_result inlined: this runs once per acked send on the event loop.
-                offset = msg.offset()
-                partition = msg.partition()
-                _set_result(
-                    fut,
-                    (
-                        -1 if partition is None else partition,
-                        NO_OFFSET if offset is None or offset < 0 else offset,
-                    ),
+    """Runs on the futures' event loop: settle one batch of acked sends."""
+    for fut, err, msg in done:
+        if fut.done():  # timed out or cancelled meanwhile
+            continue
+        if err is None:
+            # acked_result inlined: this runs once per acked send on the event loop.
+            offset = msg.offset()
+            partition = msg.partition()
+            fut.set_result(
+                (
+                    -1 if partition is None else partition,
+                    NO_OFFSET if offset is None or offset < 0 else offset,
                 )
-            else:
-                _set_exception(fut, delivery_error(err, msg.topic(), SEND))
-            waiter = fut._waiter
-            if waiter is not None:
-                ctx = fut._waiter_ctx
-                fut._waiter = fut._waiter_ctx = None
-                ctx.run(waiter, fut)  # type: ignore[union-attr]
-    except BaseException:
-        # A resumed task let KeyboardInterrupt or SystemExit out (asyncio re-raises those):
-        # the rest of the batch is still settled, on the next loop turn.
-        rest = list(items)
-        if rest:
-            rest[0][0].get_loop().call_soon(settle, rest)
-        raise
+            )
+        else:
+            fut.set_exception(delivery_error(err, msg.topic(), SEND))
 
 
 def dispatch(
@@ -314,7 +230,6 @@ def reported_headers(headers: Any) -> list[tuple[str, bytes | None]] | None:
 
 __all__ = [
     "NO_OFFSET",
-    "AckFuture",
     "AckedResult",
     "AsyncReporter",
     "Done",
@@ -323,7 +238,6 @@ __all__ = [
     "caller_polling",
     "delivery_thread",
     "dispatch",
-    "new_ack_future",
     "reported_headers",
     "settle",
 ]

@@ -69,7 +69,7 @@ from trpc_kafka._kafka_errors import (
     to_trpc_error,
 )
 from trpc_kafka._producer.delivery import (
-    AckFuture,
+    AckedResult,
     Done,
     caller_polling,
     delivery_thread,
@@ -172,7 +172,7 @@ class ProducerEntry:
         self._done: collections.deque[Done] = collections.deque()
         append = self._done.append
 
-        def collect(fut: AckFuture, err: KafkaError | None, msg: Message) -> None:
+        def collect(fut: asyncio.Future[AckedResult], err: KafkaError | None, msg: Message) -> None:
             append((fut, err, msg))
 
         self.collect = collect

@@ -43,14 +43,7 @@ from trpc_kafka._producer import pool as _pool
 from trpc_kafka._producer import syncloop
 from trpc_kafka._producer.callbacks import ErrorCallback, SuccessCallback
 from trpc_kafka._producer.deadlines import call_deadline, deadlines_of
-from trpc_kafka._producer.delivery import (
-    NO_OFFSET,
-    AckedResult,
-    AckFuture,
-    AsyncReporter,
-    SyncWaiter,
-    new_ack_future,
-)
+from trpc_kafka._producer.delivery import NO_OFFSET, AckedResult, AsyncReporter, SyncWaiter
 from trpc_kafka._producer.entry import ProducerEntry
 from trpc_kafka._producer.errors import (
     ACK,
@@ -80,6 +73,7 @@ UNKNOWN_RESULT: Final[AckedResult] = (-1, NO_OFFSET)
 
 _monotonic = time.monotonic
 _get_running_loop = asyncio.get_running_loop
+_Future = asyncio.Future  # the C future; loop.create_future() adds a Python frame per call
 _get_ident = threading.get_ident
 _context_now = _current.get  # current_context() without its Python frame (hot path)
 LOOP_POLL_BUDGET: Final = 0.001
@@ -208,8 +202,7 @@ class ClientProxy:
             # on this thread is the running loop (BaseEventLoop sets _thread_id meanwhile).
             if loop is None or loop._thread_id != _get_ident():  # type: ignore[attr-defined]
                 loop = self._running_loop()
-            fut = AckFuture(loop=loop)  # new_ack_future inlined
-            fut._waiter = None
+            fut: asyncio.Future[AckedResult] = _Future(loop=loop)
             try:
                 # Positional (partition -1: librdkafka's partitioner): keyword arguments cost
                 # the binding ~0.6 us a call (bench/results/producer-perf.md).
@@ -466,9 +459,10 @@ class ClientProxy:
             send.partition = self.partitioner.choose(
                 send.topic, send.key, await self._count_async(entry, send)
             )
-        fut: AckFuture | None = None
+        fut: asyncio.Future[AckedResult] | None = None
         if send.acked:
-            fut = new_ack_future(_get_running_loop())
+            loop = _get_running_loop()
+            fut = loop.create_future()
             send.on_delivery = partial(entry.collect, fut)
         if not send.produce(entry):
             await self._room_async(entry, send)
