@@ -11,6 +11,12 @@ warm code) and prints p50 / p99 of the wall time per send and the CPU time per s
 with the machine's load than wall time. ``--before SRC`` adds ``*_before`` variants that run
 the same code with ``SRC`` (a copy of another commit's ``src/``) first on ``PYTHONPATH``.
 
+``--inproc`` runs instead one process that cycles blocks of 100 sends through ``raw``,
+``ours_async`` and ``ours_sync``, each of ours twice: as is, and with callers' polling switched
+off (``ProducerEntry.poll_here`` answering False: every report goes through the delivery
+thread, as before it existed). The blocks interleave within milliseconds, so load swings
+between processes and rounds do not enter the comparison.
+
 Variants:
 
 - ``raw``: ``produce`` then ``poll(0.1)`` until the report, in the calling thread (issue 13's
@@ -166,6 +172,84 @@ def ours_sync(bootstrap: str, topic: str, n: int, others: int = 0) -> dict[str, 
     return _stats(out[WARM:], cpu, n)
 
 
+def inproc(bootstrap: str, topic: str, cycles: int, block: int = 100) -> dict[str, Any]:
+    """Blocks of ``block`` sends per design, cycled ``cycles`` times (the first one unmeasured)."""
+    import trpc_kafka
+    from trpc_kafka._producer.entry import ProducerEntry
+
+    producer = _raw_producer(bootstrap, topic)
+    producer.produce(topic, VALUE)
+    producer.flush(30)
+    polling_on = ProducerEntry.poll_here
+
+    def polling_off(*_: Any, **__: Any) -> bool:
+        return False
+
+    samples: dict[str, list[float]] = {}
+    cpu: dict[str, float] = {}
+
+    def timed(name: str, send: Any) -> None:
+        c = time.process_time()
+        t = time.perf_counter()
+        send()
+        samples.setdefault(name, []).append(time.perf_counter() - t)
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - c
+
+    def raw_send() -> None:
+        producer.produce(topic, VALUE)
+        while len(producer):
+            producer.poll(0.1)
+
+    target = _target(bootstrap, topic)
+    loop = asyncio.new_event_loop()
+    on_loop = trpc_kafka.new_client_proxy("bench.latency.async", target=target)
+    blocking = trpc_kafka.new_client_proxy("bench.latency.sync", target=target)
+
+    async def async_block(name: str) -> None:
+        for _ in range(block):
+            c = time.process_time()
+            t = time.perf_counter()
+            await on_loop.send_message(topic, None, VALUE)
+            samples.setdefault(name, []).append(time.perf_counter() - t)
+            cpu[name] = cpu.get(name, 0.0) + time.process_time() - c
+
+    designs = ("raw", "ours_async", "ours_async_no_caller_poll", "ours_sync",
+               "ours_sync_no_caller_poll")  # fmt: skip
+    for cycle in range(cycles + 1):
+        if cycle == 1:  # the first cycle warms up: connections, metadata, code
+            samples.clear()
+            cpu.clear()
+        for name in designs:
+            ProducerEntry.poll_here = (  # type: ignore[method-assign]
+                polling_off if name.endswith("no_caller_poll") else polling_on
+            )
+            if name == "raw":
+                for _ in range(block):
+                    timed(name, raw_send)
+            elif name.startswith("ours_async"):
+                loop.run_until_complete(async_block(name))
+            else:
+                for _ in range(block):
+                    timed(name, lambda: blocking.send_message_sync(topic, None, VALUE))
+            time.sleep(0.01)  # the delivery thread back in poll between designs
+    ProducerEntry.poll_here = polling_on  # type: ignore[method-assign]
+    loop.run_until_complete(on_loop.close())
+    blocking.close_sync()
+    loop.close()
+    out: dict[str, Any] = {}
+    for name in designs:
+        ordered = sorted(samples[name])
+        out[name] = {
+            "p50_ms": ordered[len(ordered) // 2] * 1e3,
+            "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1e3,
+            "cpu_us": cpu[name] / len(ordered) * 1e6,
+            "samples": len(ordered),
+        }
+    for name in designs:
+        out[name]["p50_x_raw"] = out[name]["p50_ms"] / out["raw"]["p50_ms"]
+    return out
+
+
 def child(name: str, bootstrap: str, topic: str, n: int) -> dict[str, Any]:
     base = next(v for v in sorted(VARIANTS, key=len, reverse=True) if name.startswith(v))
     if base == "ours_sync_busy":
@@ -197,6 +281,7 @@ def main() -> int:
         metavar="LABEL=SRC",
         help="adds *_LABEL variants of ours run with SRC first on PYTHONPATH (repeatable)",
     )
+    parser.add_argument("--inproc", type=int, metavar="CYCLES", help="one process, see above")
     parser.add_argument("--label", default="")
     parser.add_argument("--out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -206,6 +291,20 @@ def main() -> int:
         print(json.dumps(child(args.child, args.bootstrap, args.topic, args.samples)))
         return 0
     topic = _create_topic(args.bootstrap)
+    if args.inproc:
+        result = inproc(args.bootstrap, topic, args.inproc)
+        for name, r in result.items():
+            print(
+                f"{name:26s} p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+                f"cpu {r['cpu_us']:.1f} us/send  x raw {r['p50_x_raw']:.2f}"
+            )
+        if args.out:
+            Path(args.out).write_text(
+                json.dumps(
+                    {"label": args.label, "load": os.getloadavg(), "inproc": result}, indent=1
+                )
+            )
+        return 0
     names: list[str] = []
     for name in args.only:
         names.append(name)
