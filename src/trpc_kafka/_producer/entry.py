@@ -355,12 +355,13 @@ class ProducerEntry:
                 self.parked = True
                 if (
                     time.monotonic() - self._caller_polled < CALLER_POLL_PARK
-                    and len(producer) == 0
+                    and (len(producer) == 0 or lock.locked())
                     and len(self.blocking_senders) <= 1
                     and not self._deferred
                 ):
-                    # A caller just polled for itself and nothing else is queued: stay out of
-                    # poll until a send needs us or the pause ends.
+                    # A caller polls for itself now, or just did and nothing else is queued:
+                    # stay out of poll until a send needs us (or the caller lets go of the
+                    # token with messages queued) or the pause ends.
                     self._unpark.wait(CALLER_POLL_PARK)
                     self._unpark.clear()
                     self.parked = False
