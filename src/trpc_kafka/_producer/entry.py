@@ -349,36 +349,27 @@ class ProducerEntry:
         poll = producer.poll
         try:
             lock = self.poll_lock
+            acquire = lock.acquire
+            done_q = self._done
             while self._closing_deadline is None:
-                if self._deferred:
-                    self._run_deferred()
-                self.parked = True
-                if (
-                    time.monotonic() - self._caller_polled < CALLER_POLL_PARK
-                    and (len(producer) == 0 or lock.locked())
-                    and len(self.blocking_senders) <= 1
-                    and not self._deferred
+                # Callers polled lately: maybe stay out of poll (checked only then: the loop
+                # runs once per poll, with 1,000 sends in flight tens of thousands a second).
+                # Otherwise take the token; a caller polling now hands it over when it lets go.
+                if not (self._caller_polled and self._step_aside(producer)) and (
+                    acquire(False) or acquire(timeout=CALLER_POLL_PARK)
                 ):
-                    # A caller polls for itself now, or just did and nothing else is queued:
-                    # stay out of poll until a send needs us (or the caller lets go of the
-                    # token with messages queued) or the pause ends.
-                    self._unpark.wait(CALLER_POLL_PARK)
-                    self._unpark.clear()
-                    self.parked = False
-                else:
-                    self.parked = False
-                    # A caller polling now hands the token over when it lets go.
-                    if lock.acquire(timeout=CALLER_POLL_PARK):
-                        try:
-                            if self._deferred:  # deferred while we waited for the token
-                                self._run_deferred()
-                            poll(POLL_INTERVAL)
-                            done = list(self._done) if self._done else None
-                            self._done.clear()
-                        finally:
-                            lock.release()
-                        if done:  # outside the token: a woken loop may poll for its next send
-                            dispatch(done, self.known_cause())
+                    done = None
+                    try:
+                        if self._deferred:  # deferred while we waited for the token
+                            self._run_deferred()
+                        poll(POLL_INTERVAL)
+                        if done_q:
+                            done = list(done_q)
+                            done_q.clear()
+                    finally:
+                        lock.release()
+                    if done:  # outside the token: a woken loop may poll for its next send
+                        dispatch(done, self.known_cause())
                 if self._empty_waiters and len(producer) == 0:
                     self._wake(self._empty_waiters)
                 if self.auth_error is not None or self._down_since is not None:
@@ -398,6 +389,29 @@ class ProducerEntry:
             self.finished.set()
             self._wake(self._empty_waiters)
             self._wake(self._finished_waiters)
+
+    def _step_aside(self, producer: Producer) -> bool:
+        """Whether the delivery thread paused instead of polling (it waited up to
+        ``CALLER_POLL_PARK``): a caller polls for itself now, or just did and nothing else
+        is queued. The pause ends early when a send needs the delivery thread, or the caller
+        lets go of the token with messages queued."""
+        if self._deferred:
+            self._run_deferred()
+        if time.monotonic() - self._caller_polled >= CALLER_POLL_PARK:
+            self._caller_polled = 0.0  # back to polling; a caller asks again if it wants to
+            return False
+        self.parked = True
+        if (
+            (len(producer) == 0 or self.poll_lock.locked())
+            and len(self.blocking_senders) <= 1
+            and not self._deferred
+        ):
+            self._unpark.wait(CALLER_POLL_PARK)
+            self._unpark.clear()
+            self.parked = False
+            return True
+        self.parked = False
+        return False
 
     def _run_deferred(self) -> None:
         deferred = self._deferred
