@@ -45,6 +45,8 @@ Done = tuple["asyncio.Future[AckedResult]", "KafkaError | None", Message]
 
 delivery_thread = threading.local()
 """``entry``: the producer whose delivery thread this is (unset on other threads)."""
+caller_polling = threading.local()
+"""``entry``: the producer this (non-delivery) thread polls now (``ProducerEntry.poll_here``)."""
 
 
 def acked_result(msg: Message) -> AckedResult:
@@ -77,10 +79,14 @@ def settle(done: list[Done]) -> None:
             fut.set_exception(delivery_error(err, msg.topic(), SEND))
 
 
-def dispatch(done: list[Done], cause: KafkaError | None) -> None:
-    """Hand the reports of one poll to their loops: one wake-up per loop (delivery thread).
+def dispatch(
+    done: list[Done], cause: KafkaError | None, here: asyncio.AbstractEventLoop | None = None
+) -> None:
+    """Hand the reports of one poll to their loops: one wake-up per loop.
 
     ``cause``: the producer's known cause; a message purged or timed out because of it says so.
+    ``here``: the running loop of the polling thread (``ProducerEntry.poll_here``): its
+    futures are settled at once, the others' loops woken.
     """
     if cause is not None:
         done = [(f, cause if e is not None and e.code() in CAUSED else e, m) for f, e, m in done]
@@ -91,13 +97,19 @@ def dispatch(done: list[Done], cause: KafkaError | None) -> None:
             same = False
             break
     if same:
-        _call_soon(first_loop, done)
+        if first_loop is here:
+            settle(done)
+        else:
+            _call_soon(first_loop, done)
         return
     by_loop: dict[asyncio.AbstractEventLoop, list[Done]] = {}
     for item in done:
         by_loop.setdefault(item[0].get_loop(), []).append(item)
     for loop, items in by_loop.items():
-        _call_soon(loop, items)
+        if loop is here:
+            settle(items)
+        else:
+            _call_soon(loop, items)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, done: list[Done]) -> None:
@@ -108,7 +120,8 @@ def _call_soon(loop: asyncio.AbstractEventLoop, done: list[Done]) -> None:
 
 
 class SyncWaiter:
-    """``on_delivery`` of a blocking acked send: the delivery thread releases the lock."""
+    """``on_delivery`` of a blocking acked send: the report releases the lock (served by the
+    delivery thread, or by the caller's own poll)."""
 
     __slots__ = ("err", "lock", "msg")
 
@@ -122,6 +135,10 @@ class SyncWaiter:
         self.err = err
         self.msg = msg
         self.lock.release()
+
+    def delivered(self) -> bool:
+        """Whether the report came (the caller polls for it: ``ProducerEntry.poll_here``)."""
+        return self.msg is not None
 
     def result(self, source: CauseSource) -> AckedResult:
         """The outcome once released: ``(partition, offset)``, or the delivery's error."""
@@ -173,7 +190,15 @@ class AsyncReporter:
         self.report(err, msg, headers)
 
     def report(self, err: KafkaError | None, msg: Message, headers: Any) -> None:
-        """Call the success or error callback of one report; a callback that raises is logged."""
+        """Call the success or error callback of one report; a callback that raises is logged.
+
+        Served on a caller's poll (``ProducerEntry.poll_here``), it is passed to the delivery
+        thread: callbacks run there, one at a time, as the README promises.
+        """
+        polling = getattr(caller_polling, "entry", None)
+        if polling is not None:
+            polling.defer(partial(self.report, err, msg, headers))
+            return
         try:
             topic = msg.topic() or ""
             if err is None:
@@ -210,6 +235,7 @@ __all__ = [
     "Done",
     "SyncWaiter",
     "acked_result",
+    "caller_polling",
     "delivery_thread",
     "dispatch",
     "reported_headers",

@@ -3,8 +3,17 @@ about a failing cluster, and the partition counts it looks up.
 
 Each entry owns exactly one background thread, its *delivery thread*, which polls delivery
 reports (``poll(0.1)``), runs the async-send callbacks and completes the futures of acked sends
-in batches: one ``loop.call_soon_threadsafe`` per event loop per poll, not one per message. Only
-that thread ever calls ``poll``, so callbacks never run concurrently.
+in batches: one ``loop.call_soon_threadsafe`` per event loop per poll, not one per message.
+
+An acked send that is alone in the queue may poll for its own report on the calling thread
+instead (:meth:`ProducerEntry.poll_here`: the blocking twin, or the event loop for at most
+``LOOP_POLL_BUDGET``): that saves the hand-off from the delivery thread, a third of such a
+send's latency and CPU (bench/results/producer-latency.md). ``poll_lock`` is the token of the
+one thread polling at a time, so reports are still served one at a time and exactly once; the
+delivery thread steps out of ``poll`` for ``CALLER_POLL_PARK`` after a caller polled (or asked
+to) while nothing else is queued, and any send that does not poll for itself wakes it.
+Fire-and-forget callbacks served on a caller's poll are passed to the delivery thread
+(:meth:`ProducerEntry.defer`): they run there, in order, as always.
 
 Closing an entry lets its delivery thread drain the queue within the bound, then purge what is
 left and report every purged message to its callback (error) or future (code 141); nothing
@@ -59,7 +68,13 @@ from trpc_kafka._kafka_errors import (
     kafka_error_of,
     to_trpc_error,
 )
-from trpc_kafka._producer.delivery import AckedResult, Done, delivery_thread, dispatch
+from trpc_kafka._producer.delivery import (
+    AckedResult,
+    Done,
+    caller_polling,
+    delivery_thread,
+    dispatch,
+)
 from trpc_kafka._producer.errors import SEND
 from trpc_kafka._rdkafka_log import RateLimiter, rdkafka_log, suppressed_note
 
@@ -67,6 +82,11 @@ log = logging.getLogger("trpc_kafka.producer")
 _rdkafka_log = rdkafka_log("trpc_kafka.rdkafka")
 
 POLL_INTERVAL: Final = 0.1
+CALLER_POLL_PARK: Final = 0.005
+"""Seconds the delivery thread stays out of ``poll`` after a caller polled for its own report
+(:meth:`ProducerEntry.poll_here`), while nothing else is queued."""
+_MIN_POLL: Final = 0.001
+"""The binding's ``poll`` works in whole milliseconds: below 1 ms it does not wait at all."""
 PURGE_GRACE: Final = 2.0
 """Extra time a closing entry gets, after its drain bound, to purge and report."""
 AUTH_HOLD: Final = 5.0
@@ -157,6 +177,18 @@ class ProducerEntry:
 
         self.collect = collect
         """``on_delivery`` of an acked send, bound to its future with ``partial``."""
+        self.poll_lock = threading.Lock()
+        """The token of the one thread that polls (the delivery thread, or a caller)."""
+        self.parked = False
+        """The delivery thread waits outside ``poll``: a send that does not poll for itself
+        calls :meth:`unpark`."""
+        self._unpark = threading.Event()
+        self._caller_polled = 0.0  # when a caller last polled for itself, or asked to
+        self.blocking_senders: set[int] = set()
+        """Threads in a blocking acked send now: with two or more the delivery thread keeps
+        polling (callers taking turns at the token serve them worse)."""
+        # Fire-and-forget reports a caller's poll served: run on the delivery thread, in order.
+        self._deferred: collections.deque[Callable[[], None]] = collections.deque()
         self._closing_deadline: float | None = None
         # The last authentication or TLS failure and until when sends fail with it at once.
         self.auth_error: KafkaError | None = None
@@ -186,11 +218,71 @@ class ProducerEntry:
 
     # -- delivery reports (delivery thread) --------------------------------------------------
 
-    def _dispatch(self) -> None:
-        """Hand the completions of one poll to their loops (``delivery.dispatch``)."""
+    def _dispatch(self, here: asyncio.AbstractEventLoop | None = None) -> None:
+        """Hand the completions of one poll to their loops (``delivery.dispatch``); those of
+        ``here``, the running loop of the calling thread, are settled at once."""
         done = list(self._done)
         self._done.clear()
-        dispatch(done, self.known_cause())
+        dispatch(done, self.known_cause(), here)
+
+    # -- a caller polling for its own report (any thread) -------------------------------------
+
+    def unpark(self) -> None:
+        """Wake the delivery thread out of its pause: a send that will not poll for itself.
+
+        Not while a caller polls: that one serves the report, or wakes the delivery thread
+        when it lets go with messages still queued (:meth:`poll_here`).
+        """
+        if not self.poll_lock.locked():
+            self._unpark.set()
+
+    def defer(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the delivery thread (a report served on a caller's poll)."""
+        self._deferred.append(callback)
+        self._unpark.set()
+
+    def poll_here(
+        self,
+        ready: Callable[[], bool],
+        budget: float,
+        here: asyncio.AbstractEventLoop | None = None,
+    ) -> bool:
+        """Poll on the calling thread until ``ready()``, for about ``budget`` seconds at most.
+
+        Only when no other thread polls (``poll_lock``); returns False at once otherwise
+        (asking the delivery thread to step aside after its current poll) or when ``budget``
+        ran out: the caller then waits for the delivery thread as usual. ``here``: the running
+        loop of the calling thread, whose futures are settled at once.
+        """
+        lock = self.poll_lock
+        # Only when the delivery thread stepped aside (an earlier lone send asked it to, and
+        # the queue emptied): with several senders at once it keeps polling, which serves
+        # them better than callers taking turns.
+        if not self.parked or not lock.acquire(False):
+            self._caller_polled = time.monotonic()
+            return False
+        if self.closed:  # the delivery thread drains, then closes the producer: not ours
+            lock.release()
+            return False
+        poll = self.producer.poll
+        caller_polling.entry = self
+        try:
+            self._caller_polled = now = time.monotonic()
+            end = now + budget
+            while True:
+                poll(max(_MIN_POLL, end - time.monotonic()))
+                if self._done:
+                    self._dispatch(here)
+                if ready():
+                    return True
+                if time.monotonic() >= end:
+                    self._caller_polled = 0.0
+                    return False
+        finally:
+            caller_polling.entry = None
+            lock.release()
+            if len(self.producer):  # others' messages: the delivery thread polls for them
+                self._unpark.set()
 
     def known_cause(self) -> KafkaError | None:
         """Why sends fail or wait now: an auth failure, or unreachable brokers (pending too)."""
@@ -256,26 +348,75 @@ class ProducerEntry:
         producer = self.producer
         poll = producer.poll
         try:
+            lock = self.poll_lock
+            acquire = lock.acquire
+            done_q = self._done
             while self._closing_deadline is None:
-                poll(POLL_INTERVAL)
-                if self._done:
-                    self._dispatch()
+                # Callers polled lately: maybe stay out of poll (checked only then: the loop
+                # runs once per poll, with 1,000 sends in flight tens of thousands a second).
+                # Otherwise take the token; a caller polling now hands it over when it lets go.
+                if not (self._caller_polled and self._step_aside(producer)) and (
+                    acquire(False) or acquire(timeout=CALLER_POLL_PARK)
+                ):
+                    done = None
+                    try:
+                        if self._deferred:  # deferred while we waited for the token
+                            self._run_deferred()
+                        poll(POLL_INTERVAL)
+                        if done_q:
+                            done = list(done_q)
+                            done_q.clear()
+                    finally:
+                        lock.release()
+                    if done:  # outside the token: a woken loop may poll for its next send
+                        dispatch(done, self.known_cause())
                 if self._empty_waiters and len(producer) == 0:
                     self._wake(self._empty_waiters)
                 if self.auth_error is not None or self._down_since is not None:
                     self._fail_fast()
-            self._drain(self._closing_deadline)
-            if len(producer) == 0:
-                # Destroyed now, not whenever the garbage collector breaks the cycle through
-                # error_cb: until then librdkafka would keep reconnecting (with a wrong
-                # password, failing over and over). With nothing queued close() does not wait.
-                producer.close()
+            with lock:  # a caller's poll ends within its budget; none starts after (closed)
+                self._run_deferred()  # served before anything the drain serves
+                self._drain(self._closing_deadline)
+                if len(producer) == 0:
+                    # Destroyed now, not whenever the garbage collector breaks the cycle
+                    # through error_cb: until then librdkafka would keep reconnecting (with a
+                    # wrong password, failing over and over). With nothing queued close() does
+                    # not wait.
+                    producer.close()
         except Exception:  # pragma: no cover - a bug; keep the thread's death visible
             log.exception("kafka producer %s: delivery thread failed", self.label)
         finally:
             self.finished.set()
             self._wake(self._empty_waiters)
             self._wake(self._finished_waiters)
+
+    def _step_aside(self, producer: Producer) -> bool:
+        """Whether the delivery thread paused instead of polling (it waited up to
+        ``CALLER_POLL_PARK``): a caller polls for itself now, or just did and nothing else
+        is queued. The pause ends early when a send needs the delivery thread, or the caller
+        lets go of the token with messages queued."""
+        if self._deferred:
+            self._run_deferred()
+        if time.monotonic() - self._caller_polled >= CALLER_POLL_PARK:
+            self._caller_polled = 0.0  # back to polling; a caller asks again if it wants to
+            return False
+        self.parked = True
+        if (
+            (len(producer) == 0 or self.poll_lock.locked())
+            and len(self.blocking_senders) <= 1
+            and not self._deferred
+        ):
+            self._unpark.wait(CALLER_POLL_PARK)
+            self._unpark.clear()
+            self.parked = False
+            return True
+        self.parked = False
+        return False
+
+    def _run_deferred(self) -> None:
+        deferred = self._deferred
+        while deferred:
+            deferred.popleft()()
 
     def _drain(self, deadline: float) -> None:
         producer = self.producer
@@ -321,6 +462,7 @@ class ProducerEntry:
         if self._closing_deadline is None:
             self._closing_deadline = time.monotonic() + max(0.0, timeout)
         self._wake(self._empty_waiters)  # a proxy waiting for the queue waits no more
+        self._unpark.set()
 
     def wait_closed(self, timeout: float | None) -> bool:
         return self.finished.wait(timeout)
@@ -477,6 +619,7 @@ class ProducerEntry:
 
 __all__ = [
     "AUTH_HOLD",
+    "CALLER_POLL_PARK",
     "MESSAGE_TIMEOUT_MS",
     "PROBE_INTERVAL",
     "PROBE_TIMEOUT",

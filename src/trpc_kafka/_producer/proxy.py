@@ -76,6 +76,11 @@ _get_running_loop = asyncio.get_running_loop
 _Future = asyncio.Future  # the C future; loop.create_future() adds a Python frame per call
 _get_ident = threading.get_ident
 _context_now = _current.get  # current_context() without its Python frame (hot path)
+LOOP_POLL_BUDGET: Final = 0.001
+"""How long an event loop may poll for the report of its only acked send (``entry.py``)."""
+SYNC_POLL_BUDGET: Final = 0.05
+"""How long a blocking acked send polls for its report at a time before it lets the delivery
+thread poll (its state checks, other senders) and waits for it."""
 _FIRST_ROOM_PAUSE: Final = 0.0005
 _MAX_ROOM_PAUSE: Final = 0.01
 
@@ -211,6 +216,17 @@ class ClientProxy:
             # _ack inlined: a coroutine call per send cost 0.4 us here, 18% of this path's own
             # time (a fake producer, bench notes in bench/results/producer-redesign.md).
             try:
+                # Alone in the queue, nothing else for the loop to run (its self-pipe reader
+                # aside): poll for the report right here, no hand-off from the delivery thread.
+                if (
+                    len(entry.producer) == 1
+                    and loop is self._loop
+                    and len(loop._ready) <= 1  # type: ignore[attr-defined]
+                    and entry.poll_here(fut.done, LOOP_POLL_BUDGET, loop)
+                ):
+                    return fut.result()
+                if entry.parked:
+                    entry.unpark()
                 if deadline is None:
                     return await fut
                 cached = self._deadlines  # (loop, its Deadlines): one atomic read
@@ -250,6 +266,8 @@ class ClientProxy:
             # The hot path: nothing allocated per message but what librdkafka needs.
             try:
                 entry.produce(topic, value, key, -1, self._deliver)  # positional: as above
+                if entry.parked:
+                    entry.unpark()
                 return
             except BufferError:  # queue full: the general path waits for room
                 pass
@@ -448,6 +466,8 @@ class ClientProxy:
             send.on_delivery = partial(entry.collect, fut)
         if not send.produce(entry):
             await self._room_async(entry, send)
+        if entry.parked:
+            entry.unpark()
         if fut is None:
             return UNKNOWN_RESULT
         return await self._ack(entry, send.topic, fut.get_loop(), fut, send.deadline)
@@ -535,12 +555,30 @@ class ClientProxy:
             if entry.closed:
                 raise closed_error(send.op)
         if waiter is None:
+            if entry.parked:
+                entry.unpark()
             return UNKNOWN_RESULT
         deadline = send.deadline
-        if deadline is None:
-            waiter.lock.acquire()
-        elif not waiter.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
-            raise with_cause(timeout_error(SEND, ACK), entry, send.topic, SEND, ACK)
+        senders = entry.blocking_senders
+        me = _get_ident()
+        senders.add(me)
+        try:
+            if len(senders) == 1 and len(entry.producer) == 1:
+                # The only message and the only blocking sender: poll for the report right
+                # here (entry.py).
+                budget = SYNC_POLL_BUDGET
+                if deadline is not None:
+                    budget = min(budget, deadline - _monotonic())
+                if budget > 0 and entry.poll_here(waiter.delivered, budget):
+                    return waiter.result(entry)
+            if entry.parked:
+                entry.unpark()
+            if deadline is None:
+                waiter.lock.acquire()
+            elif not waiter.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
+                raise with_cause(timeout_error(SEND, ACK), entry, send.topic, SEND, ACK)
+        finally:
+            senders.discard(me)
         return waiter.result(entry)
 
     def _bind(self, deadline: float | None) -> ProducerEntry:
