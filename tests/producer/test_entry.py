@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,7 +18,7 @@ from confluent_kafka import Producer
 from trpc_kafka import _sdk
 from trpc_kafka._producer import new_client_proxy
 from trpc_kafka._producer import pool as pool_mod
-from trpc_kafka._producer.entry import ProducerEntry
+from trpc_kafka._producer.entry import ProducerEntry, callbacks_safe_here, never_raises
 from trpc_kafka._producer.proxy import ClientProxy
 from trpc_kafka.testing import InMemoryKafka
 
@@ -73,20 +76,116 @@ def _proxy(bootstrap: str, topic: str, **kwargs: Any) -> ClientProxy:
     )
 
 
+def _in_thread(fn: Callable[[], Any], name: str = "sender") -> Any:
+    """``fn()`` on a thread that is not the main one (where signal handlers may raise)."""
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
 def test_a_lone_blocking_acked_send_polls_on_its_own_thread(
     kafka_bootstrap: str, new_topic: NewTopic, recorders: list[PollRecorder]
 ) -> None:
     topic = new_topic()
     proxy = _proxy(kafka_bootstrap, topic)
     try:
-        offsets = [proxy.send_message_sync(topic, None, b"v%d" % i) for i in range(30)]
+        offsets = _in_thread(
+            lambda: [proxy.send_message_sync(topic, None, b"v%d" % i) for i in range(30)]
+        )
     finally:
         proxy.close_sync()
     assert len(set(offsets)) == 30 and all(offset >= 0 for _, offset in offsets)
     (recorder,) = recorders
     # The first send may wait for the delivery thread (it polls when the send comes), not all.
-    assert recorder.by_thread[threading.current_thread().name] >= 15, recorder.by_thread
+    assert recorder.by_thread["sender"] >= 15, recorder.by_thread
     assert recorder.most == 1
+
+
+def test_blocking_sends_on_the_main_thread_leave_polling_to_the_delivery_thread(
+    kafka_bootstrap: str, new_topic: NewTopic, recorders: list[PollRecorder]
+) -> None:
+    """Python's SIGINT handler raises: a Ctrl-C inside a callback run by the main thread's poll
+    would become a SystemError (``callbacks_safe_here``), so the main thread never polls."""
+    assert threading.current_thread() is threading.main_thread()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    topic = new_topic()
+    proxy = _proxy(kafka_bootstrap, topic)
+    try:
+        offsets = [proxy.send_message_sync(topic, None, b"v%d" % i) for i in range(10)]
+    finally:
+        proxy.close_sync()
+    assert len(set(offsets)) == 10
+    (recorder,) = recorders
+    assert recorder.by_thread[threading.current_thread().name] == 0, recorder.by_thread
+
+
+def test_callbacks_are_safe_where_no_signal_handler_can_raise() -> None:
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        assert not callbacks_safe_here()
+        assert _in_thread(callbacks_safe_here)  # Python runs handlers on the main thread only
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        assert callbacks_safe_here()
+        signal.signal(signal.SIGINT, lambda *_: None)  # unknown: it may raise
+        assert not callbacks_safe_here()
+        signal.signal(signal.SIGINT, never_raises(lambda *_: None))
+        assert callbacks_safe_here()
+        previous_term = signal.signal(signal.SIGTERM, lambda *_: None)
+        try:
+            assert not callbacks_safe_here()
+        finally:
+            signal.signal(signal.SIGTERM, previous_term)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_in_a_script_sending_blocking_is_a_keyboard_interrupt(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    """A plain script, acked sends one after the other on the main thread, Ctrl-C: a
+    KeyboardInterrupt where the script is (with callers' polling on the main thread it was
+    "SystemError: ... poll ... returned NULL without setting an exception", 4 runs of 4)."""
+    program = """
+import os, signal, sys, threading, time
+from trpc_kafka import new_client_proxy
+bootstrap, topic = sys.argv[1:3]
+proxy = new_client_proxy("trpc.test.script", target=f"kafka://{bootstrap}?topic={topic}")
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+started, sent = time.monotonic(), 0
+try:
+    while time.monotonic() - started < 30:
+        proxy.send_message_sync(topic, None, b"v")
+        sent += 1
+    print("no KeyboardInterrupt in 30 s")
+except KeyboardInterrupt:
+    print(f"interrupted after {sent} sends")
+proxy.close_sync()
+"""
+    topic = new_topic()
+    done = subprocess.run(
+        [sys.executable, "-c", program, kafka_bootstrap, topic],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SystemError" not in done.stderr
+    assert done.stdout.startswith("interrupted after"), done.stdout
 
 
 async def test_a_lone_acked_send_on_a_loop_polls_on_the_loop_thread(
@@ -181,7 +280,7 @@ def test_a_callback_served_by_a_callers_poll_runs_on_the_delivery_thread() -> No
         proxy = new_client_proxy(
             "trpc.test.entry", target="kafka://memory:9092", success_callback=on_success
         )
-        sender = threading.current_thread().name
+        sender = "sender"  # the thread _in_thread runs send() on
 
         def before_poll() -> None:
             # The first poll of the sending thread: a fire-and-forget report lands in it.
@@ -193,12 +292,16 @@ def test_a_callback_served_by_a_callers_poll_runs_on_the_delivery_thread() -> No
             return PollRecorder(_sdk.new_producer(settings), before_poll)
 
         pool_mod.set_producer_factory(factory)
-        try:
+
+        def send() -> None:
             # The first sends may find the delivery thread in poll; it steps aside after.
             for _ in range(50):
                 assert proxy.send_message_sync("t", None, b"acked")[1] >= 0
                 if injected:
                     break
+
+        try:
+            _in_thread(send)
             assert injected, "no blocking send polled for its own report"
             assert done.wait(10)
         finally:

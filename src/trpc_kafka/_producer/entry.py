@@ -52,7 +52,9 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -80,6 +82,48 @@ from trpc_kafka._rdkafka_log import RateLimiter, rdkafka_log, suppressed_note
 
 log = logging.getLogger("trpc_kafka.producer")
 _rdkafka_log = rdkafka_log("trpc_kafka.rdkafka")
+
+_MAIN_THREAD: Final = threading.main_thread().ident
+_WATCHED_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+# asyncio's handlers that never raise: loop.add_signal_handler's (a no-op: the work is
+# scheduled through the wake-up fd; Server.serve uses it) and asyncio.run's SIGINT handler,
+# which cancels the main task (it raises KeyboardInterrupt only at a second Ctrl-C).
+_ASYNCIO_NOOP: Final = getattr(getattr(asyncio, "unix_events", None), "_sighandler_noop", None)
+_RUNNER_ON_SIGINT: Final = getattr(getattr(asyncio, "Runner", None), "_on_sigint", None)
+
+
+def never_raises(handler: Callable[..., None]) -> Callable[..., None]:
+    """Mark a signal handler that only notes or schedules work, never raises (see
+    :func:`callbacks_safe_here`)."""
+    handler.never_raises = True  # type: ignore[attr-defined]
+    return handler
+
+
+def callbacks_safe_here() -> bool:
+    """Whether this thread may run librdkafka's Python callbacks (poll it) without a signal
+    handler raising inside one.
+
+    confluent-kafka 2.16 mishandles an exception a signal handler raises while ``poll()`` runs
+    a callback: ``poll`` then fails with SystemError, or the exception is lost (a Ctrl-C that
+    does nothing; README "Signals and librdkafka callbacks"), and the interrupted delivery
+    report is never completed. Python runs signal handlers on the main thread only, so other
+    threads are safe; the main thread is when SIGINT's and SIGTERM's handlers do not raise.
+    """
+    if threading.get_ident() != _MAIN_THREAD:
+        return True
+    for signum in _WATCHED_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler in (signal.SIG_IGN, signal.SIG_DFL, None) or handler is _ASYNCIO_NOOP:
+            continue  # SIG_DFL: the process ends without running Python
+        if getattr(handler, "never_raises", False):
+            continue
+        if isinstance(handler, functools.partial) and (
+            getattr(handler.func, "__func__", None) is _RUNNER_ON_SIGINT is not None
+        ):
+            continue
+        return False  # Python's default_int_handler, flush_on_signals' blocking handler...
+    return True
+
 
 POLL_INTERVAL: Final = 0.1
 CALLER_POLL_PARK: Final = 0.005
@@ -254,6 +298,8 @@ class ProducerEntry:
         ran out: the caller then waits for the delivery thread as usual. ``here``: the running
         loop of the calling thread, whose futures are settled at once.
         """
+        if not callbacks_safe_here():
+            return False  # the delivery thread serves this report, as for every other send
         lock = self.poll_lock
         # Only when the delivery thread stepped aside (an earlier lone send asked it to, and
         # the queue emptied): with several senders at once it keeps polling, which serves

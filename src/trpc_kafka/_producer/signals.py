@@ -38,6 +38,7 @@ from types import FrameType, TracebackType
 from typing import Any, Final
 
 from trpc_kafka._producer import pool
+from trpc_kafka._producer.entry import never_raises
 
 DEFAULT_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 _Handler = Any  # what signal.signal returns: a callable, SIG_DFL, SIG_IGN or None
@@ -111,6 +112,7 @@ class flush_on_signals:  # noqa: N801 - used like a function: `with trpc_kafka.f
         if self.received is not None:
             raise _stop_exception(self.received) from None
 
+    @never_raises  # lets an event loop poll for its own acked sends (entry.poll_here)
     def _cancel(self, signum: int, frame: FrameType | None) -> None:
         # Runs between two bytecodes of the main thread, maybe inside the event loop's own
         # code: only schedule the cancellation (what asyncio.run does on SIGINT).
