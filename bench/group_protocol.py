@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import platform
 import random
 import statistics
 import sys
@@ -38,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness import spawn_variant
+from harness import spawn_variant, write_report
 
 RESULTS = Path(__file__).with_name("results") / "group-protocol.json"
 PARTITIONS = 12
@@ -193,16 +192,7 @@ def run_parent(args: argparse.Namespace) -> int:
             "not_settled_in_window": len(results) - len(settled),
             "max_pause_s": statistics.median(r["max_pause_s"] for r in results),
         }
-    report = {
-        "command": " ".join(["bench/group_protocol.py", *sys.argv[1:]]),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()}, {platform.python_version()}",
-        "medians": medians,
-        "runs": runs,
-    }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report, indent=2))
+    write_report(RESULTS, "group_protocol.py", medians=medians, runs=runs)
     return 0
 
 

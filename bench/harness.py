@@ -8,8 +8,11 @@ its last line of stdout.
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 
@@ -37,3 +40,17 @@ def spawn_variant(
         raise RuntimeError(f"{variant} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def write_report(out: Path, script: str, **fields: Any) -> None:
+    """Write a run's JSON report to ``out`` (and print it), headed by the command, the time
+    and the machine."""
+    report = {
+        "command": " ".join([f"bench/{script}", *sys.argv[1:]]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        **fields,
+    }
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(report, indent=2))

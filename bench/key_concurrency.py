@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import random
 import sys
 import time
@@ -32,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness import spawn_variant
+from harness import spawn_variant, write_report
 
 RESULTS = Path(__file__).with_name("results") / "key-concurrency.json"
 VALUE_SIZE = 100
@@ -145,19 +144,14 @@ def run_parent(args: argparse.Namespace) -> int:
             results[variant] = _spawn(variant, bootstrap, topic, records, args)
             print(json.dumps(results[variant]), file=sys.stderr)
     ratio = results["keyed"]["records_per_s"] / results["single"]["records_per_s"]
-    report = {
-        "command": " ".join(["bench/key_concurrency.py", *sys.argv[1:]]),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()}, {platform.python_version()}",
-        "handler_ms": args.handler_ms,
-        "keys": args.keys,
-        "results": results,
-        "keyed_vs_single": round(ratio, 2),
-    }
-    out = Path(args.out)
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report, indent=2))
+    write_report(
+        Path(args.out),
+        "key_concurrency.py",
+        handler_ms=args.handler_ms,
+        keys=args.keys,
+        results=results,
+        keyed_vs_single=round(ratio, 2),
+    )
     return 0
 
 

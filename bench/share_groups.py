@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import sys
 import time
 import uuid
@@ -32,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness import spawn_variant
+from harness import spawn_variant, write_report
 
 RESULTS = Path(__file__).with_name("results") / "share-groups.json"
 VALUE_SIZE = 100
@@ -131,19 +130,14 @@ def run_parent(args: argparse.Namespace) -> int:
             results[variant] = _spawn(variant, bootstrap, topic, args)
             print(json.dumps(results[variant]), file=sys.stderr)
     ratio = results["share"]["records_per_s"] / results["classic"]["records_per_s"]
-    report = {
-        "command": " ".join(["bench/share_groups.py", *sys.argv[1:]]),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()}, {platform.python_version()}",
-        "handler_ms": args.handler_ms,
-        "producer_batch": args.producer_batch,
-        "results": results,
-        "share_vs_classic": round(ratio, 2),
-    }
-    out = Path(args.out)
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report, indent=2))
+    write_report(
+        Path(args.out),
+        "share_groups.py",
+        handler_ms=args.handler_ms,
+        producer_batch=args.producer_batch,
+        results=results,
+        share_vs_classic=round(ratio, 2),
+    )
     return 0
 
 
