@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -119,3 +120,58 @@ async def test_plain_def_batch_handler_with_trpc_meta_of_the_first_message(
     async with serving(server):
         await wait_until(lambda: bool(seen))
     assert seen == [({"trace": b"first"}, True, True)]
+
+
+async def test_a_batch_spans_chunks_in_offset_order_then_flushes_the_rest() -> None:
+    """The worker alone (no broker): chunks of 3, 4 and 5 records make batches of 5 that cross
+    chunk boundaries, each message over its own record, then a partial batch after the flush;
+    the handled offset follows each batch."""
+    from confluent_kafka import Message
+
+    from trpc_kafka._consumer.partition import HandlerSpec, PartitionState, PartitionWorker
+    from trpc_kafka._consumer.raw import Claim, GroupSessionView
+
+    class Source:
+        def session_view(self) -> GroupSessionView:
+            return GroupSessionView("g", "", None, ())
+
+        def high_watermark(self, topic: str, partition: int) -> int | None:
+            return None
+
+    calls: list[list[tuple[int, int, bytes | None, bool]]] = []
+    handled: list[int] = []
+    state = PartitionState("t", 3, Claim(Source(), "t", 3))
+
+    async def handle(ctx: Context, msgs: list[ConsumerMessage]) -> None:
+        handled.append(state.handled)
+        calls.append([(m.partition, m.offset, m.value, m.topic == "t") for m in msgs])
+
+    spec = HandlerSpec(
+        service_name="s",
+        call=handle,
+        is_async=True,
+        batch=5,
+        batch_flush=0.2,
+        timeout=None,
+        limiter=None,
+        trpc_meta=False,
+        max_retry=0,
+        retry_interval=0.01,
+        dead_letter=None,
+        fail=lambda exc: None,
+    )
+    records = [Message(topic="t", partition=3, offset=o, value=b"%d" % o) for o in range(12)]
+    worker = PartitionWorker(spec, state)
+    for chunk in (records[:3], records[3:7], records[7:]):
+        worker.push((chunk, sum(map(len, chunk))))
+    worker.start()
+    await wait_until(lambda: sum(map(len, calls)) == 12, what="12 records in batches")
+    worker.request_stop()
+    assert worker.task is not None
+    await asyncio.wait_for(worker.task, 5.0)
+    expected = [(3, o, b"%d" % o, True) for o in range(12)]
+    assert calls == [expected[:5], expected[5:10], expected[10:]]
+    assert handled == [-1, 4, 9]
+    assert state.handled == 11
+    assert state.taken == 12
+    assert state.claim.initial_offset == 0

@@ -714,13 +714,21 @@ class PartitionWorker(Handling):
         current: list[Any] = []
         index = 0
         while not self.stopping:
-            records: list[Any] = []
+            # The batch's messages are made as its records are taken: no list of records
+            # beside the list of messages (WireMessage(...) without the __init__ frame).
+            msgs: list[WireMessage] = []
             started = 0.0
-            while len(records) < size:
+            while len(msgs) < size:
                 if index < len(current):
-                    take = min(size - len(records), len(current) - index)
-                    records.extend(current[index : index + take])
-                    index += take
+                    end = min(index + size - len(msgs), len(current))
+                    for record in current[index:end]:
+                        msg = new(WireMessage)
+                        msg.topic = topic
+                        msg.partition = partition
+                        msg.offset = record.offset()
+                        msg._m = record
+                        msgs.append(msg)
+                    index = end
                     if not started:
                         started = time.monotonic()
                     continue
@@ -730,7 +738,7 @@ class PartitionWorker(Handling):
                     continue
                 if self.stopping:
                     return
-                if not records:
+                if not msgs:
                     await self._idle()
                     continue
                 remaining = started + flush - time.monotonic()
@@ -739,16 +747,8 @@ class PartitionWorker(Handling):
                 await self._idle(remaining)
             if self.stopping:
                 return
-            msgs = []
-            for record in records:  # WireMessage(...) without the __init__ frame (hot path)
-                msg = new(WireMessage)
-                msg.topic = topic
-                msg.partition = partition
-                msg.offset = record.offset()
-                msg._m = record
-                msgs.append(msg)
             try:
-                await self._attempt(msgs, records[0], len(msgs))
+                await self._attempt(msgs, msgs[0]._m, len(msgs))
             except BaseException as exc:
                 outcome = await self._failed(exc, msgs, len(msgs))
                 if outcome == STOP:
