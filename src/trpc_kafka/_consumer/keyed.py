@@ -25,7 +25,6 @@ when every slot has, so the transport's grace and cancellation bound them all.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from typing import Any, Final
 
@@ -39,8 +38,6 @@ from trpc_kafka._consumer.partition import (
     PartitionWorker,
     current_worker,
 )
-
-logger = logging.getLogger("trpc_kafka.consumer")
 
 PENDING_PER_LANE: Final = 16
 """Records dispatched but not passed by the watermark, per lane of ``keyConcurrency``..."""
@@ -170,14 +167,7 @@ class _Slot(Handling):
             if not self._cancelled_by_us:
                 raise
         except BaseException as exc:  # a bug here, or KeyboardInterrupt in a handler
-            logger.error(
-                "kafka server transport: key task of %s partition %d failed: %r",
-                topic,
-                partition,
-                exc,
-                exc_info=exc,
-            )
-            self._spec.fail(exc)
+            self._crashed("key task", exc)
 
 
 class KeyedWorker(PartitionWorker):
@@ -236,15 +226,7 @@ class KeyedWorker(PartitionWorker):
             if not self._cancelled_by_us:
                 raise
         except BaseException as exc:  # a bug here
-            state = self.state
-            logger.error(
-                "kafka server transport: worker of %s partition %d failed: %r",
-                state.topic,
-                state.partition,
-                exc,
-                exc_info=exc,
-            )
-            self._spec.fail(exc)
+            self._crashed("worker", exc)
         finally:
             await self._end_slots()
 

@@ -285,6 +285,19 @@ class Handling:
     _cancelled_by_us: bool
     straggler: concurrent.futures.Future[Any] | None  # a plain def call that outlived it
 
+    def _crashed(self, what: str, exc: BaseException) -> None:
+        """A bug in our loop, or KeyboardInterrupt in a handler: log it, fail the service."""
+        state = self.state
+        logger.error(
+            "kafka server transport: %s of %s partition %d failed: %r",
+            what,
+            state.topic,
+            state.partition,
+            exc,
+            exc_info=exc,
+        )
+        self._spec.fail(exc)
+
     async def _calm_wait(self, aw: Awaitable[Any]) -> Any:
         """Await something that a stop request may cancel at once (sleep, limiter...)."""
         self._calm = True
@@ -485,15 +498,7 @@ class PartitionWorker(Handling):
             if not self._cancelled_by_us:
                 raise
         except BaseException as exc:  # a bug here, or KeyboardInterrupt in a handler
-            state = self.state
-            logger.error(
-                "kafka server transport: worker of %s partition %d failed: %r",
-                state.topic,
-                state.partition,
-                exc,
-                exc_info=exc,
-            )
-            self._spec.fail(exc)
+            self._crashed("worker", exc)
 
     def _take_chunk(self) -> list[Any]:
         """The next chunk of records, counted as taken (the first sets the claim's offset)."""
