@@ -120,13 +120,15 @@ def test_blocking_sends_on_the_main_thread_leave_polling_to_the_delivery_thread(
     """Python's SIGINT handler raises: a Ctrl-C inside a callback run by the main thread's poll
     would become a SystemError (``callbacks_safe_here``), so the main thread never polls."""
     assert threading.current_thread() is threading.main_thread()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own, set here: a run started in the background inherits SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     topic = new_topic()
     proxy = _proxy(kafka_bootstrap, topic)
     try:
         offsets = [proxy.send_message_sync(topic, None, b"v%d" % i) for i in range(10)]
     finally:
         proxy.close_sync()
+        signal.signal(signal.SIGINT, previous)
     assert len(set(offsets)) == 10
     (recorder,) = recorders
     assert recorder.by_thread[threading.current_thread().name] == 0, recorder.by_thread
@@ -162,6 +164,8 @@ def test_ctrl_c_in_a_script_sending_blocking_is_a_keyboard_interrupt(
     program = """
 import os, signal, sys, threading, time
 from trpc_kafka import new_client_proxy
+# Python's default, as in a script run from a terminal (a background job inherits SIG_IGN).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 bootstrap, topic = sys.argv[1:3]
 proxy = new_client_proxy("trpc.test.script", target=f"kafka://{bootstrap}?topic={topic}")
 threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
