@@ -471,8 +471,7 @@ def test_ctrl_c_while_a_librdkafka_callback_runs_ends_consume(
 
     confluent-kafka 2.16 mishandles a KeyboardInterrupt raised there: ``poll`` fails with
     "SystemError: ... returned NULL without setting an exception" (5 of 6 tries with this
-    logger), or the interrupt is lost and ``consume`` polls on (CI: still there 120 s after
-    SIGINT, stack in ``_read``). The read loop takes Ctrl-C as a flag instead.
+    logger), or the interrupt is lost. The read loop takes Ctrl-C as a flag instead.
     """
     program = """
 import logging, os, signal, sys, threading, time, uuid

@@ -262,9 +262,10 @@ def sigint_as_flag() -> Iterator[threading.Event]:
 
     A KeyboardInterrupt raised while ``poll()`` runs one of our callbacks (the log or error
     callback, on this thread) is mishandled by confluent-kafka 2.16: ``poll`` then fails with
-    "SystemError: returned NULL without setting an exception", or the interrupt is lost and
-    the command polls on for ever (seen in CI). Setting a flag runs no Python code that can
-    raise inside a callback; the read loop checks it after each ``poll``.
+    "SystemError: returned NULL without setting an exception", or the interrupt is lost.
+    Setting a flag runs no Python code that can raise inside a callback; the read loop checks
+    it after each ``poll``. Installed whatever the inherited disposition: a process started in
+    the background gets SIGINT ignored, and Python would then never raise KeyboardInterrupt.
     """
     interrupted = threading.Event()
 
