@@ -143,7 +143,12 @@ def test_three_broker_cluster(tmp_path: Path) -> None:
         described = admin.describe_cluster(request_timeout=30).result(timeout=60)
         assert sorted(node.id for node in described.nodes) == [1, 2, 3]
         assert sorted(admin.list_topics(timeout=10).brokers) == [1, 2, 3]
-        assert readiness.PROBE_TOPIC not in admin.list_topics(timeout=10).topics
+        # Deleted before start() returns; a node may still list it a moment (each learns of
+        # the deletion from the metadata log, and a metadata request may go to any node).
+        deadline = time.monotonic() + 30
+        while readiness.PROBE_TOPIC in admin.list_topics(timeout=10).topics:
+            assert time.monotonic() < deadline, "the probe topic is still listed after 30 s"
+            time.sleep(0.2)
         props = (directory / "node-2" / "server.properties").read_text()
         assert "transaction.state.log.min.isr=2\n" in props
         assert "offsets.topic.replication.factor=3\n" in props
