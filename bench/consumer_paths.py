@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -117,7 +118,26 @@ def child_service(address: str, n: int, kind: str) -> dict[str, float]:
     return {"messages": seen, "seconds": end - first, "total_s": end - begin, "cpu_s": cpu}
 
 
+class GcMeter:
+    """Counts CPython's cyclic collections (per generation) and the time spent in them, over
+    a child's whole run: the cost raw confluent-kafka does not pay (consumer-paths-2.md)."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+
 def run_child(args: argparse.Namespace) -> int:
+    gc_meter = GcMeter()
     group = f"bench-{args.child}-{uuid.uuid4().hex[:8]}"
     address = f"{args.bootstrap}?topics={args.topic}&group={group}&initial=oldest"
     if args.child == "raw":
@@ -132,7 +152,8 @@ def run_child(args: argparse.Namespace) -> int:
     if "cpu_s" in result:  # CPU of all the process's threads (librdkafka's too) per record
         result["cpu_us_per_msg"] = result["cpu_s"] / result["messages"] * 1e6
     result["peak_rss_mb"] = peak_rss_mb()
-    print(json.dumps(result))
+    result["gc_s"] = gc_meter.seconds
+    print(json.dumps({**result, "gc_collections": gc_meter.collections}))
     return 0
 
 
@@ -177,7 +198,8 @@ def run_parent(args: argparse.Namespace) -> int:
                     f"round {round_no + 1}/{args.rounds} {variant:14s} {result['rate']:>11,.0f} "
                     f"msg/s ({result['seconds']:.2f}s, total {result['total_s']:.2f}s) "
                     f"cpu {result.get('cpu_us_per_msg', 0):.2f} us/msg "
-                    f"peak RSS {result['peak_rss_mb']:.0f} MB",
+                    f"peak RSS {result['peak_rss_mb']:.0f} MB "
+                    f"gc {result.get('gc_collections')} {result.get('gc_s', 0):.3f}s",
                     flush=True,
                 )
     medians = {
@@ -185,6 +207,7 @@ def run_parent(args: argparse.Namespace) -> int:
             "rate": statistics.median(r["rate"] for r in rs),
             "cpu_us_per_msg": statistics.median(r.get("cpu_us_per_msg", 0.0) for r in rs),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+            "gc_s": statistics.median(r.get("gc_s", 0.0) for r in rs),
         }
         for v, rs in runs.items()
     }
@@ -219,11 +242,14 @@ def run_parent(args: argparse.Namespace) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("\nvariant         median msg/s   x raw   peak RSS   cpu us/msg")
+    print("\nvariant         median msg/s   x raw   peak RSS   cpu us/msg   gc s")
     for v, m in medians.items():
         ratio = f"{ratios[v]:.2f}" if v in ratios else "-"
         cpu = m["cpu_us_per_msg"]
-        print(f"{v:14s} {m['rate']:>13,.0f} {ratio:>7s} {m['peak_rss_mb']:>7.0f} MB {cpu:>9.2f}")
+        print(
+            f"{v:14s} {m['rate']:>13,.0f} {ratio:>7s} {m['peak_rss_mb']:>7.0f} MB {cpu:>9.2f} "
+            f"{m['gc_s']:>8.3f}"
+        )
     for name, t in targets.items():
         print(f"target {name} >= {t['least']}: {t['ratio']:.2f} {'met' if t['met'] else 'NOT met'}")
     print(f"written to {args.out}")

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -180,6 +181,63 @@ async def test_a_stuck_partition_is_paused_and_bounded_while_others_flow(
         # The poll thread resumes a drained partition on its next pass (it may have paused
         # it again while the last refill was being handled).
         await wait_until(lambda: not state.paused, timeout=30, what="partition 0 resumed")
+
+
+class _CountingConsumer:
+    """The service's librdkafka consumer, noting at each ``consume()`` how many records it
+    returned earlier that the handler has not finished yet."""
+
+    def __init__(self, inner: Any, handled: Callable[[], int]) -> None:
+        self._inner = inner
+        self._handled = handled
+        self.returned = 0
+        self.waiting_at_consume: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def consume(self, num: int, timeout: float) -> list[Any]:
+        self.waiting_at_consume.append(self.returned - self._handled())
+        records: list[Any] = self._inner.consume(num, timeout)
+        self.returned += sum(1 for r in records if r.error() is None)
+        return records
+
+
+@pytest.mark.parametrize("kind", ["async", "def"])
+async def test_records_are_fetched_once_the_worker_has_handled_the_last_ones(
+    kafka_bootstrap: str, new_topic: NewTopic, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """With a handler that keeps up, fetching alternates with handling, as in a plain
+    ``consume()`` loop: the records of one chunk are freed before the next are made, so few are
+    alive at once and CPython's cyclic GC has nothing to do (transport.PACE_WAIT)."""
+    monkeypatch.setattr(transport_mod, "PACE_WAIT", 120.0)  # only a worker out of work wakes it
+    topic = new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, [b"x" * 100] * 5000, partition=0)
+    handled = 0
+    counting: list[_CountingConsumer] = []
+    create = transport_mod.create_consumer
+
+    def create_counting(settings: dict[str, Any]) -> Any:
+        counting.append(_CountingConsumer(create(settings), lambda: handled))
+        return counting[-1]
+
+    monkeypatch.setattr(transport_mod, "create_consumer", create_counting)
+    server = one_service(address(kafka_bootstrap, topic))
+
+    def handle_def(ctx: Context, msg: ConsumerMessage) -> None:
+        nonlocal handled
+        handled += 1  # one thread at a time: a partition's chunk runs in one thread
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        handle_def(ctx, msg)
+
+    register_kafka_handler_service(server, handle if kind == "async" else handle_def)
+    async with serving(server):
+        await wait_until(lambda: handled == 5000, timeout=60, what="every record handled")
+    (consumer,) = counting
+    assert consumer.returned == 5000
+    assert len(consumer.waiting_at_consume) > 1
+    assert max(consumer.waiting_at_consume) == 0
 
 
 async def test_a_partition_making_no_progress_is_paused(

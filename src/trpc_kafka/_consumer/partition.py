@@ -46,6 +46,7 @@ STOP: Final = 3  # the worker is stopping: not marked, do not go on
 
 Chunk = tuple[list[Any], int]
 """Records of one partition in offset order, and their value bytes."""
+_NO_RECORDS: Final[list[Any]] = []
 
 
 # The slot descriptors of Context that ConsumerContext fills lazily.
@@ -160,6 +161,7 @@ class HandlerSpec:
         "dead_letter",
         "executor",
         "fail",
+        "hungry",
         "is_async",
         "key_concurrency",
         "limiter",
@@ -189,6 +191,7 @@ class HandlerSpec:
         sync_fn: Callable[[Context, Any], Any] | None = None,
         executor: concurrent.futures.Executor | None = None,
         key_concurrency: int = 1,
+        hungry: Callable[[], None] | None = None,
     ) -> None:
         self.service_name = service_name
         self.call = call
@@ -208,6 +211,9 @@ class HandlerSpec:
         self.executor = executor
         # > 1: the partition's keys are handled concurrently (keyed.KeyedWorker).
         self.key_concurrency = key_concurrency
+        # Called by a worker that has run out of records (the poll thread's pace, see
+        # transport.PACE_WAIT); once per chunk, not per message.
+        self.hungry = hungry
 
 
 class DeadLetterSink(Protocol):
@@ -511,7 +517,14 @@ class PartitionWorker(Handling):
         return chunk
 
     async def _idle(self, timeout: float | None = None) -> None:
-        """Wait until a chunk arrives (or ``timeout`` seconds pass)."""
+        """Wait until a chunk arrives (or ``timeout`` seconds pass).
+
+        The caller holds no finished chunk any more: the poll thread, told here that this
+        worker is hungry, fetches the next records only now, so those of the last chunk are
+        already freed (few records alive at once: CPython's cyclic GC stays idle)."""
+        hungry = self._spec.hungry
+        if hungry is not None:
+            hungry()
         waiter = self._loop.create_future()
         self._waiter = waiter
         self._calm = True
@@ -541,8 +554,7 @@ class PartitionWorker(Handling):
             if not chunks:
                 await self._idle()
                 continue
-            chunk = self._take_chunk()
-            for record in chunk:
+            for record in self._take_chunk():
                 if self.stopping:
                     return
                 offset = record.offset()
@@ -590,28 +602,32 @@ class PartitionWorker(Handling):
         message. The thread handles the chunk in order until a call fails (or the worker stops);
         the failure is then dealt with here, as for any handler, and the thread goes on with
         the rest of the chunk."""
-        state = self.state
         chunks = self._chunks
         while not self.stopping:
             if not chunks:
                 await self._idle()
                 continue
-            chunk = self._take_chunk()
-            start = 0
-            while start < len(chunk):
-                if self.stopping:
-                    return
-                index, exc, msg = await self._in_thread(chunk, start)
-                if msg is None:
-                    if index < len(chunk):  # stopping: chunk[index] was not called
-                        return
-                    break
-                outcome = await self._failed(exc or RuntimeError("no exception"), [msg], 1)
-                if outcome == STOP:
-                    return
-                if outcome == MARK:
-                    state.handled = msg.offset
-                start = index + 1
+            if not await self._run_sync_chunk(self._take_chunk()):
+                return
+
+    async def _run_sync_chunk(self, chunk: list[Any]) -> bool:
+        """One chunk of ``_run_sync_chunks``; False when the worker stops."""
+        state = self.state
+        start = 0
+        while start < len(chunk):
+            if self.stopping:
+                return False
+            index, exc, msg = await self._in_thread(chunk, start)
+            if msg is None:
+                # stopping: chunk[index] was not called
+                return index >= len(chunk)
+            outcome = await self._failed(exc or RuntimeError("no exception"), [msg], 1)
+            if outcome == STOP:
+                return False
+            if outcome == MARK:
+                state.handled = msg.offset
+            start = index + 1
+        return True
 
     async def _in_thread(
         self, chunk: list[Any], start: int
@@ -741,6 +757,7 @@ class PartitionWorker(Handling):
                     current = self._take_chunk()
                     index = 0
                     continue
+                current = _NO_RECORDS  # not kept alive while waiting (see _idle)
                 if self.stopping:
                     return
                 if not msgs:

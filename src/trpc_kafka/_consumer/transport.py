@@ -94,6 +94,15 @@ RESUME_MESSAGES: Final = 1000
 """A paused partition is resumed once it holds at most this many messages (or ``batch``) and
 half of ``PAUSE_BYTES``."""
 _AHEAD_STEP: Final = 0.001
+PACE_WAIT: Final = 0.005
+"""After handing records to the workers, the poll thread waits up to this long for one of
+them to run out of work before it takes more from librdkafka (``consume()``). With handlers
+that keep up, fetching thus alternates with handling, as a plain ``consume()`` loop does: the
+records of one chunk are freed before the next are made, so few are alive at once and CPython's
+cyclic GC has nothing to collect (it cost 0.25-0.5 µs per record when the poll thread ran
+ahead: bench/results/consumer-paths-2.md). With slower handlers the poll thread still reads
+ahead, by ``CONSUME_BATCH`` per ``PACE_WAIT`` at least, up to ``AHEAD_MESSAGES``, so a busy
+partition never holds back the others for longer than this."""
 REVOKE_GRACE_MIN: Final = 1.0
 """Least time (s) a handler call in progress may still run when its partition is revoked."""
 SYNC_HANDLER_THREADS: Final = 64
@@ -159,6 +168,8 @@ class KafkaServiceTransport:
         # Fetched chunks from the poll thread to the loop; scheduled: a drain is pending.
         self._inbox: deque[list[tuple[PartitionState, list[Any], int]]] = deque()
         self._inbox_scheduled = False
+        # Set by a worker that ran out of records (on the loop), waited on by the poll thread.
+        self._hungry = threading.Event()
         # Set by the loop, read by the poll thread.
         self._fetching = True
         self._close_requested = False
@@ -332,6 +343,7 @@ class KafkaServiceTransport:
             sync_fn=reg.fn if chunked else None,
             executor=self._get_executor() if chunked else None,
             key_concurrency=cfg.key_concurrency,
+            hungry=self._hungry.set,
         )
 
     def _get_executor(self) -> DaemonThreadPool:
@@ -448,6 +460,7 @@ class KafkaServiceTransport:
 
     def _poll_main(self) -> None:
         consumer = self._consumer
+        hungry = self._hungry
         next_watermarks = 0.0
         held = 0.0
         try:
@@ -465,7 +478,8 @@ class KafkaServiceTransport:
                         self._refresh_watermarks()
                     if self._fetching and self._ahead_enough():
                         if held < AHEAD_WAIT:
-                            time.sleep(_AHEAD_STEP)
+                            hungry.clear()
+                            hungry.wait(_AHEAD_STEP)
                             held += _AHEAD_STEP
                             continue
                         take = 1  # serve callbacks; the buffers are full
@@ -482,7 +496,11 @@ class KafkaServiceTransport:
                     continue
                 if records:
                     if self._fetching:
-                        self._deliver(records)
+                        hungry.clear()
+                        delivered = self._deliver(records)
+                        del records  # freed by the workers, not kept alive here
+                        if delivered:
+                            hungry.wait(PACE_WAIT)
                     else:
                         for record in records:
                             err = record.error()
@@ -499,8 +517,9 @@ class KafkaServiceTransport:
         finally:
             self._finish()
 
-    def _deliver(self, records: list[Any]) -> None:
-        """Hand one ``consume()`` result to the workers, as one chunk per partition.
+    def _deliver(self, records: list[Any]) -> bool:
+        """Hand one ``consume()`` result to the workers, as one chunk per partition; whether
+        any record was handed over.
 
         The per-record work runs in C (``any``/``map``, ``groupby`` with the Message type's
         own methods as keys): this thread shares the GIL with the handlers.
@@ -531,7 +550,7 @@ class KafkaServiceTransport:
             state.delivered_bytes += nbytes
             sized.append((state, chunk, nbytes))
         if not sized:
-            return
+            return False
         # One wake-up of the loop for what arrives while it is busy: a call_soon_threadsafe
         # is a write to the loop's self-pipe (and a GIL hand-over) per call.
         self._inbox.append(sized)
@@ -539,6 +558,7 @@ class KafkaServiceTransport:
             self._inbox_scheduled = True
             if not self._call_loop(self._dispatch_inbox):
                 self._inbox_scheduled = False
+        return True
 
     def _call_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
         loop = self._loop
