@@ -95,14 +95,17 @@ RESUME_MESSAGES: Final = 1000
 half of ``PAUSE_BYTES``."""
 _AHEAD_STEP: Final = 0.001
 PACE_WAIT: Final = 0.005
-"""After handing records to the workers, the poll thread waits up to this long for one of
-them to run out of work before it takes more from librdkafka (``consume()``). With handlers
-that keep up, fetching thus alternates with handling, as a plain ``consume()`` loop does: the
-records of one chunk are freed before the next are made, so few are alive at once and CPython's
-cyclic GC has nothing to collect (it cost 0.25-0.5 µs per record when the poll thread ran
-ahead: bench/results/consumer-paths-2.md). With slower handlers the poll thread still reads
-ahead, by ``CONSUME_BATCH`` per ``PACE_WAIT`` at least, up to ``AHEAD_MESSAGES``, so a busy
-partition never holds back the others for longer than this."""
+"""After handing records to the workers, the poll thread waits for one of them to run out of
+work before it takes more from librdkafka (``consume()``): fetching then alternates with
+handling, as in a plain ``consume()`` loop, the records of one chunk are freed before the next
+are made, so few are alive at once and CPython's cyclic GC has nothing to collect (it cost
+0.25-0.5 µs per record when the poll thread ran ahead: bench/results/consumer-paths-2.md).
+It waits in steps of this many seconds, for as long as the workers make progress (a busy
+machine only slows them), but no longer than ``PACE_MAX``; once a step passes without progress
+(slow handlers) it reads ahead as before, up to ``AHEAD_MESSAGES``."""
+PACE_MAX: Final = 0.05
+"""Longest pause of the poll thread for workers that make progress: the most a record of an
+idle partition waits, beyond librdkafka's own fetch, while another partition is busy."""
 REVOKE_GRACE_MIN: Final = 1.0
 """Least time (s) a handler call in progress may still run when its partition is revoked."""
 SYNC_HANDLER_THREADS: Final = 64
@@ -500,7 +503,7 @@ class KafkaServiceTransport:
                         delivered = self._deliver(records)
                         del records  # freed by the workers, not kept alive here
                         if delivered:
-                            hungry.wait(PACE_WAIT)
+                            self._pace()
                     else:
                         for record in records:
                             err = record.error()
@@ -559,6 +562,19 @@ class KafkaServiceTransport:
             if not self._call_loop(self._dispatch_inbox):
                 self._inbox_scheduled = False
         return True
+
+    def _pace(self) -> None:
+        """Wait until a worker runs out of records, while the workers make progress (see
+        ``PACE_WAIT``)."""
+        hungry = self._hungry
+        states = self._states.values()
+        handled = sum(s.handled for s in states)
+        waited = 0.0
+        while not hungry.wait(PACE_WAIT):
+            waited += PACE_WAIT
+            before, handled = handled, sum(s.handled for s in states)
+            if handled == before or waited >= PACE_MAX or self._close_requested:
+                return
 
     def _call_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
         loop = self._loop
