@@ -13,6 +13,7 @@ import pytest
 from tests.consumer._util import (
     address,
     committed,
+    load_factor,
     new_group,
     offsets_by_partition,
     one_service,
@@ -238,6 +239,42 @@ async def test_records_are_fetched_once_the_worker_has_handled_the_last_ones(
     assert consumer.returned == 5000
     assert len(consumer.waiting_at_consume) > 1
     assert max(consumer.waiting_at_consume) == 0
+
+
+async def test_a_busy_partition_does_not_hold_back_a_record_of_another(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    """Pacing (transport.PACE_WAIT) waits for workers that make progress, but a record of an
+    idle partition is still fetched within PACE_MAX while another partition works through a
+    backlog at a steady pace."""
+    topic = new_topic(partitions=2)
+    produce(kafka_bootstrap, topic, [b"x"] * 3000, partition=0)
+    server = one_service(address(kafka_bootstrap, topic))
+    counts = [0, 0]
+    handled_at: list[float] = []
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        if msg.partition == 0:
+            await asyncio.sleep(0.001)  # progress at every pacing step
+        else:
+            handled_at.append(time.monotonic())
+        counts[msg.partition] += 1
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: counts[0] >= 200, what="partition 0 under way")
+        for _ in range(5):
+            before = len(handled_at)
+            sent = time.monotonic()
+            produce(kafka_bootstrap, topic, [b"y"], partition=1)
+            await wait_until(
+                lambda n=before: len(handled_at) > n,  # type: ignore[misc]
+                timeout=30,
+                what="the record",
+            )
+            assert counts[0] < 3000, "partition 0 finished: the test no longer measures anything"
+            # librdkafka fetches within fetch.wait.max.ms; pacing adds PACE_MAX at most.
+            assert handled_at[-1] - sent < 1.0 * load_factor()
 
 
 async def test_a_partition_making_no_progress_is_paused(

@@ -95,15 +95,16 @@ RESUME_MESSAGES: Final = 1000
 half of ``PAUSE_BYTES``."""
 _AHEAD_STEP: Final = 0.001
 PACE_WAIT: Final = 0.005
-"""After handing records to the workers, the poll thread waits for one of them to run out of
-work before it takes more from librdkafka (``consume()``): fetching then alternates with
-handling, as in a plain ``consume()`` loop, the records of one chunk are freed before the next
-are made, so few are alive at once and CPython's cyclic GC has nothing to collect (it cost
-0.25-0.5 µs per record when the poll thread ran ahead: bench/results/consumer-paths-2.md).
-It waits in steps of this many seconds, for as long as the workers make progress (a busy
-machine only slows them), but no longer than ``PACE_MAX``; once a step passes without progress
-(slow handlers) it reads ahead as before, up to ``AHEAD_MESSAGES``."""
-PACE_MAX: Final = 0.05
+"""After handing records to workers that had nothing else waiting, the poll thread waits for
+one of them to run out of work before it takes more from librdkafka (``consume()``): fetching
+then alternates with handling, as in a plain ``consume()`` loop, the records of one chunk are
+freed before the next are made, so few are alive at once and CPython's cyclic GC has nothing to
+collect (it cost 0.25-0.5 µs per record when the poll thread ran ahead:
+bench/results/consumer-paths-2.md). It waits in steps of this many seconds for as long as the
+workers make progress (a busy machine only slows them), ``PACE_MAX`` at most; once a step
+passes without progress (slow handlers), or while chunks are queued anyway, it reads ahead as
+before, up to ``AHEAD_MESSAGES``."""
+PACE_MAX: Final = 0.02
 """Longest pause of the poll thread for workers that make progress: the most a record of an
 idle partition waits, beyond librdkafka's own fetch, while another partition is busy."""
 REVOKE_GRACE_MIN: Final = 1.0
@@ -503,7 +504,7 @@ class KafkaServiceTransport:
                         delivered = self._deliver(records)
                         del records  # freed by the workers, not kept alive here
                         if delivered:
-                            self._pace()
+                            self._pace(delivered)
                     else:
                         for record in records:
                             err = record.error()
@@ -520,9 +521,9 @@ class KafkaServiceTransport:
         finally:
             self._finish()
 
-    def _deliver(self, records: list[Any]) -> bool:
-        """Hand one ``consume()`` result to the workers, as one chunk per partition; whether
-        any record was handed over.
+    def _deliver(self, records: list[Any]) -> int:
+        """Hand one ``consume()`` result to the workers, as one chunk per partition; how many
+        records were handed over.
 
         The per-record work runs in C (``any``/``map``, ``groupby`` with the Message type's
         own methods as keys): this thread shares the GIL with the handlers.
@@ -553,7 +554,7 @@ class KafkaServiceTransport:
             state.delivered_bytes += nbytes
             sized.append((state, chunk, nbytes))
         if not sized:
-            return False
+            return 0
         # One wake-up of the loop for what arrives while it is busy: a call_soon_threadsafe
         # is a write to the loop's self-pipe (and a GIL hand-over) per call.
         self._inbox.append(sized)
@@ -561,13 +562,15 @@ class KafkaServiceTransport:
             self._inbox_scheduled = True
             if not self._call_loop(self._dispatch_inbox):
                 self._inbox_scheduled = False
-        return True
+        return sum(len(chunk) for _, chunk, _ in sized)
 
-    def _pace(self) -> None:
+    def _pace(self, delivered: int) -> None:
         """Wait until a worker runs out of records, while the workers make progress (see
-        ``PACE_WAIT``)."""
+        ``PACE_WAIT``); at once when more than the ``delivered`` records are queued."""
         hungry = self._hungry
         states = self._states.values()
+        if sum(s.delivered - s.taken for s in states) > delivered:
+            return  # reading ahead already: pausing would free nothing
         handled = sum(s.handled for s in states)
         waited = 0.0
         while not hungry.wait(PACE_WAIT):
