@@ -196,3 +196,92 @@ async def test_a_plain_def_handler_with_filters_is_called_through_them_per_messa
         await wait_until(lambda: len(handled) == 30, what="30 messages")
     assert filtered == list(range(30))
     assert handled == [(o, False) for o in range(30)], "in order, off the loop's thread"
+
+
+# -- messages reused only when nothing else holds them (partition.refcount) --------------------
+
+
+async def test_a_message_the_handler_keeps_is_never_reused(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    """The worker reuses the last message object only when nothing else holds it; what a
+    handler keeps (directly, in a task, in an exception) keeps its own record."""
+    topic = new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, _values(3000), partition=0)
+    server = one_service(address(kafka_bootstrap, topic, extra="retryInterval=1"))
+    kept: list[ConsumerMessage] = []
+    tasks: list[asyncio.Task[ConsumerMessage]] = []
+    errors: list[BaseException] = []
+    handled = 0
+
+    async def later(msg: ConsumerMessage) -> ConsumerMessage:
+        await asyncio.sleep(0.01)
+        return msg
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        nonlocal handled
+        handled += 1
+        if msg.offset % 7 == 0:
+            kept.append(msg)
+        elif msg.offset % 7 == 1:
+            tasks.append(asyncio.ensure_future(later(msg)))
+        elif msg.offset % 7 == 2 and handled == msg.offset + 1:  # its first attempt fails
+            try:
+                raise ValueError(msg.offset)
+            except ValueError as exc:
+                errors.append(exc)  # holds the handler's frame, and so the message
+                raise
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: handled >= 3000 + len(errors), timeout=60, what="all handled")
+    assert len(kept) == len(range(0, 3000, 7))
+    assert [(m.offset, m.value) for m in kept] == [
+        (i, str(i).encode()) for i in range(0, 3000, 7)
+    ]
+    later_msgs = [await t for t in tasks]
+    assert [(m.offset, m.value) for m in later_msgs] == [
+        (i, str(i).encode()) for i in range(1, 3000, 7)
+    ]
+    assert errors
+    for exc in errors:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_name != "handle":
+            tb = tb.tb_next
+        assert tb is not None
+        msg = tb.tb_frame.f_locals["msg"]
+        assert (msg.offset, msg.value) == (exc.args[0], str(exc.args[0]).encode())
+
+
+async def test_batch_messages_the_handler_keeps_are_never_reused(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, _values(5000), partition=0)
+    server = one_service(address(kafka_bootstrap, topic, extra="batch=100&batchFlush=20"))
+    kept_lists: list[list[ConsumerMessage]] = []
+    kept: list[ConsumerMessage] = []
+    seen: list[int] = []
+
+    async def handle(ctx: Context, msgs: list[ConsumerMessage]) -> None:
+        seen.extend(m.offset for m in msgs)
+        if len(kept_lists) < 5 and msgs[0].offset % 3 == 0:
+            kept_lists.append(msgs)  # the whole list
+        else:
+            kept.extend(m for m in msgs if m.offset % 5 == 0)  # some of its messages
+
+    from trpc_kafka._consumer import register_batch_handler_service
+
+    register_batch_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: len(seen) >= 5000, timeout=60, what="all handled")
+    assert seen == list(range(5000))
+    assert kept_lists
+    for msgs in kept_lists:
+        first = msgs[0].offset
+        assert [(m.offset, m.value) for m in msgs] == [
+            (first + i, str(first + i).encode()) for i in range(len(msgs))
+        ]
+    assert kept
+    assert all(m.offset % 5 == 0 and m.value == str(m.offset).encode() for m in kept)
+    assert len({id(m) for m in kept}) == len(kept)

@@ -22,6 +22,7 @@ import concurrent.futures
 import contextvars
 import logging
 import sys
+import sysconfig
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,23 @@ STOP: Final = 3  # the worker is stopping: not marked, do not go on
 Chunk = tuple[list[Any], int]
 """Records of one partition in offset order, and their value bytes."""
 _NO_RECORDS: Final[list[Any]] = []
+
+
+def _held_elsewhere(obj: object) -> int:
+    """A reference count that never allows reuse (no exact counts on this interpreter)."""
+    return 1 << 30
+
+
+# A message is reused for the next record when nothing but the worker holds it any more, as
+# CPython's own zip() and dict.items() reuse their result tuples: what a handler keeps (in a
+# list, a task, a traceback) raises the count, and it then gets a new one. It saves the
+# allocation (and CPython's cyclic GC the count) of one object per record. Exact counts only
+# on CPython with the GIL.
+refcount: Callable[[object], int] = (
+    sys.getrefcount
+    if sys.implementation.name == "cpython" and not sysconfig.get_config_var("Py_GIL_DISABLED")
+    else _held_elsewhere
+)
 
 
 # The slot descriptors of Context that ConsumerContext fills lazily.
@@ -550,6 +568,8 @@ class PartitionWorker(Handling):
         claim = state.claim
         fast = spec.timeout is None and spec.limiter is None and not spec.trpc_meta
         new = object.__new__
+        held = refcount
+        msg: WireMessage | None = None
         while not self.stopping:
             if not chunks:
                 await self._idle()
@@ -558,11 +578,12 @@ class PartitionWorker(Handling):
                 if self.stopping:
                     return
                 offset = record.offset()
-                # WireMessage(topic, partition, offset, record), without the __init__ frame:
-                # 20% of the per-message cost of this loop (bench/consumer.py profile).
-                msg = new(WireMessage)
-                msg.topic = topic
-                msg.partition = partition
+                # The last message again if only ``msg`` holds it (2: with held's argument),
+                # else WireMessage(topic, partition, offset, record) without the __init__ frame.
+                if msg is None or held(msg) != 2:
+                    msg = new(WireMessage)
+                    msg.topic = topic
+                    msg.partition = partition
                 msg.offset = offset
                 msg._m = record
                 if fast:
@@ -732,20 +753,28 @@ class PartitionWorker(Handling):
         topic = state.topic
         partition = state.partition
         new = object.__new__
+        held = refcount
         current: list[Any] = []
         index = 0
+        msgs: list[WireMessage] = []
         while not self.stopping:
-            # The batch's messages are made as its records are taken: no list of records
-            # beside the list of messages (WireMessage(...) without the __init__ frame).
-            msgs: list[WireMessage] = []
+            # The last batch's messages that only its list holds (3: with the comprehension's
+            # name and held's argument) are reused, if only ``msgs`` holds the list (see
+            # refcount); the others are made as the records are taken, without a list of
+            # records beside the list of messages (WireMessage(...) without __init__).
+            spares = [m for m in msgs if held(m) == 3] if held(msgs) == 2 else []
+            msgs = []
             started = 0.0
             while len(msgs) < size:
                 if index < len(current):
                     end = min(index + size - len(msgs), len(current))
                     for record in current[index:end]:
-                        msg = new(WireMessage)
-                        msg.topic = topic
-                        msg.partition = partition
+                        if spares:
+                            msg = spares.pop()
+                        else:
+                            msg = new(WireMessage)
+                            msg.topic = topic
+                            msg.partition = partition
                         msg.offset = record.offset()
                         msg._m = record
                         msgs.append(msg)
