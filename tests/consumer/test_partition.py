@@ -236,9 +236,7 @@ async def test_a_message_the_handler_keeps_is_never_reused(
     async with serving(server):
         await wait_until(lambda: handled >= 3000 + len(errors), timeout=60, what="all handled")
     assert len(kept) == len(range(0, 3000, 7))
-    assert [(m.offset, m.value) for m in kept] == [
-        (i, str(i).encode()) for i in range(0, 3000, 7)
-    ]
+    assert [(m.offset, m.value) for m in kept] == [(i, str(i).encode()) for i in range(0, 3000, 7)]
     later_msgs = [await t for t in tasks]
     assert [(m.offset, m.value) for m in later_msgs] == [
         (i, str(i).encode()) for i in range(1, 3000, 7)
