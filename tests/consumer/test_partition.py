@@ -283,3 +283,50 @@ async def test_batch_messages_the_handler_keeps_are_never_reused(
     assert kept
     assert all(m.offset % 5 == 0 and m.value == str(m.offset).encode() for m in kept)
     assert len({id(m) for m in kept}) == len(kept)
+
+
+async def test_contexts_are_reused_only_when_nothing_holds_them(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    """A context is reused for a later record only once nothing holds it: not a handler that
+    kept it, nor a task it started (which holds it through the context variables alone), and
+    a reused one is as new: fields, metadata and values as for a fresh record."""
+    topic = new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, _values(3000), partition=0)
+    server = one_service(address(kafka_bootstrap, topic))
+    kept: list[tuple[int, Context]] = []
+    later: list[asyncio.Task[tuple[int, bytes | None]]] = []
+    dirty: list[str] = []
+    handled = 0
+
+    async def read_later(offset: int) -> tuple[int, bytes | None]:
+        await asyncio.sleep(0.005)
+        ctx = current_context()
+        assert ctx is not None
+        return offset, ctx.metadata.get("offset")
+
+    async def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        nonlocal handled
+        handled += 1
+        fresh = (ctx.deadline, ctx.callee_method, ctx.caller_service, ctx.metadata)
+        if fresh != (None, topic, "", {}) or ctx.value("k") is not None:
+            dirty.append(f"offset {msg.offset}: {fresh}")
+        ctx.metadata["offset"] = str(msg.offset).encode()
+        if msg.offset % 5 == 0:
+            kept.append((msg.offset, ctx))
+        elif msg.offset % 5 == 1:
+            later.append(asyncio.create_task(read_later(msg.offset)))  # holds no ctx itself
+        else:  # changes it and lets it go
+            ctx.deadline = 123.0
+            ctx.callee_method = "changed"
+            ctx.caller_service = "changed"
+            ctx.set_value("k", msg.offset)
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: handled >= 3000, timeout=60, what="all handled")
+        results = [await t for t in later]
+    assert not dirty, dirty[:5]
+    assert len({id(c) for _, c in kept}) == len(kept)
+    assert all(c.metadata["offset"] == str(o).encode() for o, c in kept)
+    assert results == [(o, str(o).encode()) for o in range(1, 3000, 5)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import sys
@@ -80,7 +81,7 @@ class ConsumerContext(Context):
     for (~6% of the per-message cost in bench/consumer.py). Otherwise a plain Context.
     """
 
-    __slots__ = ("_claim",)
+    __slots__ = ("_claim", "_touched")
 
     def __init__(
         self,
@@ -98,9 +99,11 @@ class ConsumerContext(Context):
             _METADATA_SLOT.__set__(self, metadata)
         self.deadline = deadline
         self._claim = claim
+        self._touched = False
 
     @property
     def metadata(self) -> dict[str, bytes]:
+        self._touched = True
         try:
             metadata: dict[str, bytes] = _METADATA_SLOT.__get__(self, Context)
         except AttributeError:
@@ -110,10 +113,12 @@ class ConsumerContext(Context):
 
     @metadata.setter
     def metadata(self, metadata: dict[str, bytes]) -> None:
+        self._touched = True
         _METADATA_SLOT.__set__(self, metadata)
 
     @property
     def values(self) -> dict[object, Any] | None:
+        self._touched = True
         try:
             values: dict[object, Any] | None = _VALUES_SLOT.__get__(self, Context)
         except AttributeError:
@@ -123,7 +128,15 @@ class ConsumerContext(Context):
 
     @values.setter
     def values(self, values: dict[object, Any] | None) -> None:
+        self._touched = True
         _VALUES_SLOT.__set__(self, values)
+
+    def _forget_lazy(self) -> None:
+        """Back to unread ``metadata`` and ``values``, for reuse (``_run_single``)."""
+        for slot in (_METADATA_SLOT, _VALUES_SLOT):
+            with contextlib.suppress(AttributeError):  # never read: not set
+                slot.__delete__(self)
+        self._touched = False
 
 
 class PartitionState:
@@ -570,6 +583,12 @@ class PartitionWorker(Handling):
         new = object.__new__
         held = refcount
         msg: WireMessage | None = None
+        # Contexts: the one current, the one before (reused once nothing else holds it: a task
+        # the handler started shares the context variables that held it, and so holds it),
+        # and the spare freed that way.
+        ctx: ConsumerContext | None = None
+        last_ctx: ConsumerContext | None = None
+        spare: ConsumerContext | None = None
         while not self.stopping:
             if not chunks:
                 await self._idle()
@@ -587,8 +606,15 @@ class PartitionWorker(Handling):
                 msg.offset = offset
                 msg._m = record
                 if fast:
-                    # ConsumerContext(service, topic, claim, None, None), inlined.
-                    ctx = new(ConsumerContext)
+                    # ConsumerContext(service, topic, claim, None, None), inlined; every field
+                    # stored again on a reused one (a handler may have changed it).
+                    if spare is None:
+                        ctx = new(ConsumerContext)
+                        ctx._touched = False
+                    else:
+                        ctx, spare = spare, None
+                        if ctx._touched:
+                            ctx._forget_lazy()
                     ctx.caller_service = ""
                     ctx.callee_service = service
                     ctx.rpc_name = RPC_NAME
@@ -596,6 +622,11 @@ class PartitionWorker(Handling):
                     ctx.deadline = None
                     ctx._claim = claim
                     set_current_context(ctx)
+                    # Only now is the last context out of the context variables: free, unless
+                    # a task (or anything) holds it (2: ``last_ctx`` and held's argument).
+                    if last_ctx is not None and held(last_ctx) == 2:
+                        spare = last_ctx
+                    last_ctx = ctx
                     try:
                         await call(ctx, msg)
                     except BaseException as exc:
