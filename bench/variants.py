@@ -51,7 +51,12 @@ def _consumer_address(args: argparse.Namespace) -> str:
 def _rate(sent: int, seconds: float, capped: bool, cpu_s: float | None = None) -> Result:
     """``cpu_s``: CPU seconds of this process (every thread) over the timed part: per message
     it is the steadier figure on a shared machine (producer variants give it)."""
-    result: Result = {"messages": sent, "seconds": seconds, "rate": sent / seconds, "capped": capped}
+    result: Result = {
+        "messages": sent,
+        "seconds": seconds,
+        "rate": sent / seconds,
+        "capped": capped,
+    }
     if cpu_s is not None and sent:
         result["cpu_us_per_msg"] = cpu_s / sent * 1e6
     return result
@@ -222,13 +227,9 @@ def ours_async_send(args: argparse.Namespace) -> Result:
     return asyncio.run(main())
 
 
-def ours_async_send_only_error(args: argparse.Namespace) -> Result:
-    """The ceiling of ``delivery.report.only.error`` (librdkafka reports failures only),
-    forced on the pooled producer: ``async_send_message`` with no success callback."""
-    from trpc_kafka import _sdk
-    from trpc_kafka._producer.entry import set_producer_factory
-
-    set_producer_factory(lambda s: _sdk.new_producer({**s, "delivery.report.only.error": True}))
+def ours_async1_send(args: argparse.Namespace) -> Result:
+    """``async_send_message`` loop on an ``async=1`` target with no success callback (the
+    tRPC-Go plugin's AsyncProducer client): its producer reports failures only."""
 
     async def main() -> Result:
         import trpc_kafka
@@ -236,13 +237,15 @@ def ours_async_send_only_error(args: argparse.Namespace) -> Result:
         failed: list[object] = []
         proxy = trpc_kafka.new_client_proxy(
             f"bench.{uuid.uuid4().hex[:6]}",
-            target=_target(args),
+            target=_target(args) + "&async=1",
             error_callback=lambda err, *_: failed.append(err),
         )
-        # No acked send to connect with (its report would never come): one queued, drained.
+        # Connect before timing: one message queued, then the queue drained.
         await proxy.async_send_message(args.topic, None, VALUE)
-        while proxy._entry.queued():
-            await asyncio.sleep(0.01)
+        entry = proxy._entry
+        assert entry is not None and entry.errors_only
+        if not await entry.wait_empty_async(30):
+            raise RuntimeError("ours: the first message was not delivered in 30 s")
         send = proxy.async_send_message
         topic = args.topic
         deadline = time.perf_counter() + args.max_seconds
@@ -572,7 +575,7 @@ PRODUCERS: dict[str, Callable[[argparse.Namespace], Result]] = {
     "raw_produce_poll": lambda a: raw_produce(a, False),
     "raw_produce_callback": lambda a: raw_produce(a, True),
     "ours_async_send_message": ours_async_send,
-    "ours_async_send_only_error": ours_async_send_only_error,
+    "ours_async1_send": ours_async1_send,
     "ours_send_message_1000_in_flight": ours_send_in_flight,
     "aiokafka_send": aiokafka_send,
     "faststream_publish": faststream_publish,

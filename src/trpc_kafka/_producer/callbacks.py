@@ -78,6 +78,10 @@ class PackageCallbacks:
         """Assign the callback of package attribute ``name`` (None: back to the default)."""
         if name == "async_producer_success_callback":
             self.success = async_producer_success_callback if cb is None else cb
+            if self.success is not async_producer_success_callback:
+                # After the assignment: a producer created from now on sees it (pool.py).
+                for listener in success_listeners:
+                    listener()
         elif name == "async_producer_error_callback":
             self.error = async_producer_error_callback if cb is None else cb
         else:  # pragma: no cover - the package forwards only PACKAGE_NAMES
@@ -85,6 +89,17 @@ class PackageCallbacks:
 
 
 package_callbacks: Final = PackageCallbacks()
+
+success_listeners: Final[list[Callable[[], None]]] = []
+"""Called (on the assigning thread) when the package success callback becomes one that does
+something: the pool retires its producers that report failures only (``pool.py``)."""
+
+
+def success_observed(own: SuccessCallback | None) -> bool:
+    """Whether a success report of a proxy whose own success callback is ``own`` reaches code
+    that does something: a callback of its own, or a package one other than the default.
+    (No filter observes asynchronous successes: metrics count failures only.)"""
+    return own is not None or package_callbacks.success is not async_producer_success_callback
 
 
 def success_callback(own: SuccessCallback | None) -> SuccessCallback | None:

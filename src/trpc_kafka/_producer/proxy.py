@@ -140,6 +140,9 @@ class ClientProxy:
         self._fast = not self.filters and not self.partitioner.needs_count and not self._trpc_meta
         self._fast_acked = self._fast and not self._async
         self._reporter = AsyncReporter(name, success_callback, error_callback)
+        # async=1: every send is fire-and-forget; with no success callback of its own the pool
+        # may give it a producer that reports failures only (pool.acquire).
+        self._quiet = self._async and success_callback is None
         self._deliver = self._reporter.deliver
         # Filter chains, built once; None means no filters: calls go straight to the core.
         self._chains: dict[str, tuple[Handler, str]] | None = None
@@ -474,7 +477,8 @@ class ClientProxy:
 
     async def _bind_async(self, deadline: float | None) -> ProducerEntry:
         self._check_open()
-        return self._adopt(await _pool.acquire_async(self.config, deadline))
+        entry = await _pool.acquire_async(self.config, deadline, fire_and_forget=self._quiet)
+        return self._adopt(entry)
 
     async def _count_async(self, entry: ProducerEntry, send: Send) -> int:
         waiter = asyncio.wrap_future(entry.lookup(send.topic))
@@ -584,7 +588,7 @@ class ClientProxy:
     def _bind(self, deadline: float | None) -> ProducerEntry:
         """Borrow the pooled producer of this proxy's address (blocking; any thread)."""
         self._check_open()
-        return self._adopt(_pool.acquire(self.config, deadline))
+        return self._adopt(_pool.acquire(self.config, deadline, fire_and_forget=self._quiet))
 
     def _count_blocking(self, entry: ProducerEntry, send: Send) -> int:
         deadline = send.deadline
