@@ -12,6 +12,14 @@ of other messages. Each message whose send returned gets exactly one callback, s
 (purged messages at close or exit included); a send that raised queued nothing and gets none.
 A process killed by a signal keeps no promise: see :mod:`trpc_kafka._producer.signals`.
 
+Success reports nobody observes are not made: a proxy whose sends are all fire-and-forget
+(``async=1``) and that has no success callback of its own gets, while the package success
+callback is the default (do-nothing) one, a producer that librdkafka reports failures only to
+(``delivery.report.only.error``: a fifth less CPU per message, bench/results/producer-go.md).
+Failures still reach the error callback, exactly once each, and closing still waits for every
+message. Assigning a package success callback retires those producers: every message sent from
+then on is reported; the successes of messages already queued on them are not.
+
 ``key`` and ``value`` are ``bytes`` (or ``None``) as the broker got them; ``headers`` is a list of
 ``(str, bytes)`` pairs or ``None``. ``err`` is a :class:`~trpc_kafka.TrpcError` (code 141, or 101
 for a delivery timeout) whose ``__cause__`` is the ``confluent_kafka.KafkaException``.
