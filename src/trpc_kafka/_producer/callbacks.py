@@ -15,7 +15,7 @@ A process killed by a signal keeps no promise: see :mod:`trpc_kafka._producer.si
 Success reports nobody observes are not made: a proxy whose sends are all fire-and-forget
 (``async=1``) and that has no success callback of its own gets, while the package success
 callback is the default (do-nothing) one, a producer that librdkafka reports failures only to
-(``delivery.report.only.error``: 14 % less CPU per message, bench/results/producer-go.md).
+(``delivery.report.only.error``: 14-21 % less CPU per message, bench/results/producer-go.md).
 Failures still reach the error callback, exactly once each, and closing still waits for every
 message. Assigning a package success callback retires those producers: every message sent from
 then on is reported; the successes of messages already queued on them are not.

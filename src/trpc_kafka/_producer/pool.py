@@ -241,7 +241,7 @@ def acquire(
 
     ``fire_and_forget``: the caller's sends are all fire-and-forget and it has no success
     callback of its own; while the package's success callback is the default one, it gets a
-    producer that reports failures only (``errors_only``, 14 % less CPU per message:
+    producer that reports failures only (``errors_only``, 14-21 % less CPU per message:
     bench/results/producer-go.md). Assigning a success callback retires those producers
     (:func:`_retire_errors_only`).
     """
