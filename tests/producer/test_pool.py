@@ -663,3 +663,38 @@ async def test_a_success_callback_assigned_while_the_producer_is_built(
     assert [bool(s.get(entry_mod.ERRORS_ONLY)) for s in built] == [True, False]
     await proxy.close()
     assert [r[2] for r in reports[0].ok] == [b"v"]
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+async def test_a_send_waiting_for_room_when_its_producer_retires_moves_to_the_new_one(
+    kafka_bootstrap: str, new_topic: NewTopic, blocking: bool
+) -> None:
+    topic = new_topic()
+    # Room for 5 messages, each held 300 ms before it is sent: the 6th waits for room.
+    proxy = new_client_proxy(
+        "quiet",
+        target=(
+            f"kafka://{kafka_bootstrap}?async=1&flushFrequency=300"
+            "&rdkafka.queue.buffering.max.messages=5"
+        ),
+    )
+    for i in range(5):
+        await proxy.async_send_message(topic, None, b"%d" % i)
+    first = proxy._entry
+    assert first is not None and first.errors_only
+    if blocking:
+        waiting = asyncio.ensure_future(
+            asyncio.to_thread(proxy.async_send_message_sync, topic, None, b"waiting")
+        )
+    else:
+        waiting = asyncio.ensure_future(proxy.async_send_message(topic, None, b"waiting"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # still waiting for room
+    reports = Reports()  # the quiet producer retires while the send waits
+    await asyncio.wait_for(waiting, 10)  # not "producer closed": sent by the new producer
+    assert proxy._entry is not first
+    reports.wait(1)
+    await proxy.close()
+    assert first.wait_closed(30)
+    assert [r[2] for r in reports.ok] == [b"waiting"]
+    assert _high_watermarks(kafka_bootstrap, topic) == 6

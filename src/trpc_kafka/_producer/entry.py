@@ -167,11 +167,12 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 def _message_timeout_s(settings: dict[str, Any]) -> float:
-    """The bound of any send of a producer with ``settings`` (0 in librdkafka: none)."""
+    """The bound of any send of a producer with ``settings`` (0, librdkafka's "none", counts
+    as librdkafka's default, 300 s)."""
     for name in ("delivery.timeout.ms", "message.timeout.ms"):
         if name in settings:
             try:
-                return float(str(settings[name])) / 1000
+                return float(str(settings[name])) / 1000 or 300.0
             except ValueError:  # librdkafka rejected it when the producer was built
                 break
     return MESSAGE_TIMEOUT_MS / 1000
@@ -223,6 +224,9 @@ class ProducerEntry:
         """librdkafka reports failed messages only: no acked send may use this producer
         (``pool.py`` gives it to fire-and-forget proxies that nothing observes success of)."""
         self.message_timeout_s = _message_timeout_s(full)
+        self.retired = False
+        """Closed because a success callback was assigned (``pool._retire_errors_only``): a
+        send waiting for room moves to the proxy's new producer instead of failing."""
         full["logger"] = _rdkafka_log
         full["error_cb"] = self._on_error
         self.producer: Producer = _producer_factory[0](full)

@@ -322,6 +322,7 @@ def _retire_errors_only() -> None:
             if entry is None or not entry.errors_only or entry.closed:
                 continue
             slot.entry = None
+            entry.retired = True
             entry.begin_close(entry.message_timeout_s + PURGE_GRACE)
 
 

@@ -468,7 +468,7 @@ class ClientProxy:
             fut = loop.create_future()
             send.on_delivery = partial(entry.collect, fut)
         if not send.produce(entry):
-            await self._room_async(entry, send)
+            entry = await self._room_async(entry, send)
         if entry.parked:
             entry.unpark()
         if fut is None:
@@ -494,8 +494,11 @@ class ClientProxy:
         except asyncio.CancelledError:
             raise canceled(send.op) from None
 
-    async def _room_async(self, entry: ProducerEntry, send: Send) -> None:
-        """librdkafka's queue is full: retry as the delivery thread makes room, until deadline."""
+    async def _room_async(self, entry: ProducerEntry, send: Send) -> ProducerEntry:
+        """librdkafka's queue is full: retry as the delivery thread makes room, until deadline.
+
+        Returns the entry that took the message: another one when ``entry`` retired meanwhile.
+        """
         delay = _FIRST_ROOM_PAUSE
         while True:
             try:
@@ -504,9 +507,11 @@ class ClientProxy:
                 raise canceled(send.op) from None
             delay = min(delay * 2, _MAX_ROOM_PAUSE)
             if entry.closed:
-                raise closed_error(send.op)
+                if not entry.retired:
+                    raise closed_error(send.op)
+                entry = await self._bind_async(send.deadline)  # fire-and-forget only
             if send.produce(entry):
-                return
+                return entry
 
     async def _ack(
         self,
@@ -557,7 +562,9 @@ class ClientProxy:
             time.sleep(_room_pause(send, delay, entry))
             delay = min(delay * 2, _MAX_ROOM_PAUSE)
             if entry.closed:
-                raise closed_error(send.op)
+                if not entry.retired:
+                    raise closed_error(send.op)
+                entry = self._bind(send.deadline)  # fire-and-forget only: waiter is None
         if waiter is None:
             if entry.parked:
                 entry.unpark()
