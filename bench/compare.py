@@ -77,6 +77,12 @@ VARIANTS = (
     ),
     Variant("ours_async_send_message", "producer", "python", "ours `async_send_message`"),
     Variant(
+        "ours_async1_send",
+        "producer",
+        "python",
+        "ours `async_send_message`, `async=1` (failures reported only)",
+    ),
+    Variant(
         "ours_send_message_1000_in_flight",
         "producer",
         "python",
@@ -174,6 +180,14 @@ TARGETS = (
     Target(
         "async_send_message / Go AsyncProducer",
         "ours_async_send_message",
+        "go_async_producer",
+        "rate",
+        1.2,
+        True,
+    ),
+    Target(
+        "async_send_message, async=1 / Go AsyncProducer",
+        "ours_async1_send",
         "go_async_producer",
         "rate",
         1.2,

@@ -48,8 +48,18 @@ def _consumer_address(args: argparse.Namespace) -> str:
     )
 
 
-def _rate(sent: int, seconds: float, capped: bool) -> Result:
-    return {"messages": sent, "seconds": seconds, "rate": sent / seconds, "capped": capped}
+def _rate(sent: int, seconds: float, capped: bool, cpu_s: float | None = None) -> Result:
+    """``cpu_s``: CPU seconds of this process (every thread) over the timed part: per message
+    it is the steadier figure on a shared machine (producer variants give it)."""
+    result: Result = {
+        "messages": sent,
+        "seconds": seconds,
+        "rate": sent / seconds,
+        "capped": capped,
+    }
+    if cpu_s is not None and sent:
+        result["cpu_us_per_msg"] = cpu_s / sent * 1e6
+    return result
 
 
 def consumer_deadline(begin: float, first: float, max_seconds: float) -> float:
@@ -98,6 +108,7 @@ def raw_produce(args: argparse.Namespace, with_callback: bool) -> Result:
     kwargs = {"on_delivery": on_delivery} if with_callback else {}
     deadline = time.perf_counter() + args.max_seconds
     sent = 0
+    cpu = time.process_time()
     start = time.perf_counter()
     while sent < args.messages:
         try:
@@ -112,9 +123,10 @@ def raw_produce(args: argparse.Namespace, with_callback: bool) -> Result:
     if p.flush(120):
         raise RuntimeError("raw: flush timed out after 120 s")
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     if failed:
         raise RuntimeError(f"raw: {len(failed)} sends failed, first: {failed[0]}")
-    return _rate(sent, seconds, sent < args.messages)
+    return _rate(sent, seconds, sent < args.messages, cpu)
 
 
 def raw_latency(args: argparse.Namespace) -> Result:
@@ -198,6 +210,7 @@ def ours_async_send(args: argparse.Namespace) -> Result:
         topic = args.topic
         deadline = time.perf_counter() + args.max_seconds
         sent = 0
+        cpu = time.process_time()
         start = time.perf_counter()
         while sent < args.messages:
             await send(topic, None, VALUE)
@@ -206,9 +219,50 @@ def ours_async_send(args: argparse.Namespace) -> Result:
                 break
         await proxy.close()
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         if failed:
             raise RuntimeError(f"ours: {len(failed)} sends failed, first: {failed[0]}")
-        return _rate(sent, seconds, sent < args.messages)
+        return _rate(sent, seconds, sent < args.messages, cpu)
+
+    return asyncio.run(main())
+
+
+def ours_async1_send(args: argparse.Namespace) -> Result:
+    """``async_send_message`` loop on an ``async=1`` target with no success callback (the
+    tRPC-Go plugin's AsyncProducer client): its producer reports failures only."""
+
+    async def main() -> Result:
+        import trpc_kafka
+
+        failed: list[object] = []
+        proxy = trpc_kafka.new_client_proxy(
+            f"bench.{uuid.uuid4().hex[:6]}",
+            target=_target(args) + "&async=1",
+            error_callback=lambda err, *_: failed.append(err),
+        )
+        # Connect before timing: one message queued, then the queue drained.
+        await proxy.async_send_message(args.topic, None, VALUE)
+        entry = proxy._entry
+        assert entry is not None and entry.errors_only
+        if not await entry.wait_empty_async(30):
+            raise RuntimeError("ours: the first message was not delivered in 30 s")
+        send = proxy.async_send_message
+        topic = args.topic
+        deadline = time.perf_counter() + args.max_seconds
+        sent = 0
+        cpu = time.process_time()
+        start = time.perf_counter()
+        while sent < args.messages:
+            await send(topic, None, VALUE)
+            sent += 1
+            if sent % CHECK_EVERY == 0 and time.perf_counter() > deadline:
+                break
+        await proxy.close()
+        seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        if failed:
+            raise RuntimeError(f"ours: {len(failed)} sends failed, first: {failed[0]}")
+        return _rate(sent, seconds, sent < args.messages, cpu)
 
     return asyncio.run(main())
 
@@ -521,6 +575,7 @@ PRODUCERS: dict[str, Callable[[argparse.Namespace], Result]] = {
     "raw_produce_poll": lambda a: raw_produce(a, False),
     "raw_produce_callback": lambda a: raw_produce(a, True),
     "ours_async_send_message": ours_async_send,
+    "ours_async1_send": ours_async1_send,
     "ours_send_message_1000_in_flight": ours_send_in_flight,
     "aiokafka_send": aiokafka_send,
     "faststream_publish": faststream_publish,

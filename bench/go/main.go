@@ -4,7 +4,7 @@
 // random partitioner, send at once, maxMessageBytes 131072, fetchDefault 524288, fetchMax
 // 1048576, maxWaitTime 1s, range strategy), compression none like the Python variants.
 //
-//	sarama-bench -mode produce-async -bootstrap HOST:PORT -topic T -messages N [-max-seconds S]
+//	sarama-bench -mode produce-async -bootstrap HOST:PORT -topic T -messages N [-max-seconds S] [-successes=false]
 //	sarama-bench -mode produce-sync-latency -bootstrap HOST:PORT -topic T -samples N
 //	sarama-bench -mode consume-group -bootstrap HOST:PORT -topic T -group G -messages N
 //
@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -68,6 +69,16 @@ func peakRSSMB() float64 {
 	return 0
 }
 
+// cpuSeconds is the process's user and system CPU time so far (every thread), as Python's
+// time.process_time() counts it.
+func cpuSeconds() float64 {
+	var u syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &u); err != nil {
+		return 0
+	}
+	return float64(u.Utime.Nano()+u.Stime.Nano()) / 1e9
+}
+
 func emit(result map[string]any) {
 	result["peak_rss_mb"] = peakRSSMB()
 	out, _ := json.Marshal(result)
@@ -81,34 +92,56 @@ func fail(format string, args ...any) {
 
 // produceAsync sends n messages through an AsyncProducer, draining successes and errors
 // concurrently, until every message is acknowledged (or the time cap stops the sending).
-func produceAsync(brokers []string, topic string, n int, maxSeconds float64) {
-	p, err := sarama.NewAsyncProducer(brokers, config())
+// successes=false: Return.Successes off (errors only), the like-for-like of a Python producer
+// that reports failures only; AsyncClose still waits for every message.
+func produceAsync(brokers []string, topic string, n int, maxSeconds float64, successes bool) {
+	c := config()
+	c.Producer.Return.Successes = successes
+	p, err := sarama.NewAsyncProducer(brokers, c)
 	if err != nil {
 		fail("new async producer: %v", err)
 	}
 	// Connect and fetch the topic's metadata before timing, as the Python variants do.
-	p.Input() <- &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(value)}
-	select {
-	case <-p.Successes():
-	case e := <-p.Errors():
-		fail("first send: %v", e.Err)
+	if successes {
+		p.Input() <- &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(value)}
+		select {
+		case <-p.Successes():
+		case e := <-p.Errors():
+			fail("first send: %v", e.Err)
+		}
+	} else {
+		warm, err := sarama.NewSyncProducer(brokers, config())
+		if err != nil {
+			fail("new sync producer: %v", err)
+		}
+		if _, _, err := warm.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(value)}); err != nil {
+			fail("first send: %v", err)
+		}
+		warm.Close()
 	}
 	var acked, failed atomic.Int64
 	done := make(chan struct{})
+	errorsDone := make(chan struct{})
 	var firstErr atomic.Value
-	go func() {
-		for range p.Successes() {
-			acked.Add(1)
-		}
+	if successes {
+		go func() {
+			for range p.Successes() {
+				acked.Add(1)
+			}
+			close(done)
+		}()
+	} else {
 		close(done)
-	}()
+	}
 	go func() {
 		for e := range p.Errors() {
 			if failed.Add(1) == 1 {
 				firstErr.Store(e.Err.Error())
 			}
 		}
+		close(errorsDone)
 	}()
+	cpu := cpuSeconds()
 	start := time.Now()
 	deadline := start.Add(time.Duration(maxSeconds * float64(time.Second)))
 	sent := 0
@@ -119,15 +152,21 @@ func produceAsync(brokers []string, topic string, n int, maxSeconds float64) {
 			break
 		}
 	}
-	p.AsyncClose() // flushes; Successes is closed once everything is reported
+	p.AsyncClose() // flushes; Successes and Errors are closed once everything is reported
 	<-done
+	<-errorsDone
 	seconds := time.Since(start).Seconds()
+	cpu = cpuSeconds() - cpu
 	if f := failed.Load(); f > 0 {
 		fail("%d of %d sends failed: %v", f, sent, firstErr.Load())
 	}
+	delivered := acked.Load()
+	if !successes {
+		delivered = int64(sent) // every message ended, none failed
+	}
 	emit(map[string]any{
-		"messages": acked.Load(), "seconds": seconds, "rate": float64(acked.Load()) / seconds,
-		"capped": sent < n,
+		"messages": delivered, "seconds": seconds, "rate": float64(delivered) / seconds,
+		"capped": sent < n, "cpu_us_per_msg": cpu / float64(sent) * 1e6,
 	})
 }
 
@@ -248,6 +287,7 @@ func main() {
 	messages := flag.Int("messages", 1000000, "messages to send or to drain")
 	samples := flag.Int("samples", 300, "acked sends to time (produce-sync-latency)")
 	maxSeconds := flag.Float64("max-seconds", 0, "stop sending, or draining after the first message, after this long (0: never)")
+	successes := flag.Bool("successes", true, "produce-async: read a success report per message (Return.Successes)")
 	joinSeconds := flag.Float64("join-seconds", 60, "consume-group: give up with no message this long after the start")
 	flag.Parse()
 	if *bootstrap == "" || *topic == "" {
@@ -256,7 +296,7 @@ func main() {
 	brokers := strings.Split(*bootstrap, ",")
 	switch *mode {
 	case "produce-async":
-		produceAsync(brokers, *topic, *messages, *maxSeconds)
+		produceAsync(brokers, *topic, *messages, *maxSeconds, *successes)
 	case "produce-sync-latency":
 		produceSyncLatency(brokers, *topic, *samples)
 	case "consume-group":

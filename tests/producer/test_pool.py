@@ -508,3 +508,193 @@ async def test_the_pool_executor_is_one_and_stops_with_the_pool(
         assert not thread.is_alive()
     await proxy.send_message(topic, None, b"again")  # a new executor on demand
     assert len(pool_mod._executor) == 1
+
+
+# -- producers that report failures only (async=1, nothing observes success) --------------
+
+
+def _high_watermarks(bootstrap: str, topic: str) -> int:
+    """Messages on the broker in ``topic`` now (the sum of its partitions' high watermarks)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
+        )
+    finally:
+        consumer.close()
+
+
+class Failures:
+    """A proxy's own error callback: every failed value, in arrival order (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes | None] = []
+        self.errors: list[BaseException] = []
+        self.lock = threading.Lock()
+
+    def __call__(
+        self, err: BaseException, topic: str, key: bytes | None, value: bytes | None, headers: Any
+    ) -> None:
+        with self.lock:
+            self.values.append(value)
+            self.errors.append(err)
+
+
+async def test_async_1_errors_only_producer_close_waits_for_every_message(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic()
+    failures = Failures()
+    proxy = new_client_proxy(
+        "errors-only", target=f"kafka://{kafka_bootstrap}?async=1", error_callback=failures
+    )
+    n = 3000
+    for i in range(n):
+        await proxy.async_send_message(topic, None, b"%d" % i)
+    assert await proxy.send_message(topic, None, b"last") == (-1, -1)  # async=1: queued only
+    entry = proxy._entry
+    assert entry is not None and entry.errors_only
+    await proxy.close()
+    # close() returned: every message is on the broker, none failed.
+    assert _high_watermarks(kafka_bootstrap, topic) == n + 1
+    assert failures.values == []
+    assert entry.finished.is_set()
+
+
+async def test_errors_only_producer_reports_each_failure_exactly_once(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic()
+    failures = Failures()
+    proxy = new_client_proxy(
+        "errors-only",
+        target=(
+            f"kafka://{kafka_bootstrap}?async=1&metadataAllowAutoTopicCreation=false"
+            "&rdkafka.message.timeout.ms=1000"
+        ),
+        error_callback=failures,
+    )
+    for i in range(5):
+        await proxy.async_send_message("no-such-topic-for-errors-only", None, b"bad%d" % i)
+        await proxy.async_send_message(topic, None, b"good%d" % i)
+    entry = proxy._entry
+    assert entry is not None and entry.errors_only
+    await proxy.close()
+    assert sorted(v or b"" for v in failures.values) == [b"bad%d" % i for i in range(5)]
+    assert all(isinstance(e, TrpcError) and e.code in (101, 141) for e in failures.errors)
+    assert _high_watermarks(kafka_bootstrap, topic) == 5
+
+
+async def test_acked_sends_on_the_same_address_never_share_an_errors_only_producer(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic()
+    target = f"kafka://{kafka_bootstrap}?compression=none"
+    fire_and_forget = new_client_proxy("ff", target=target + "&async=1")
+    acked = new_client_proxy("acked", target=target, timeout=15.0)
+    await fire_and_forget.async_send_message(topic, None, b"ff")
+    # A report that never came would be a timeout (code 101) here.
+    assert (await acked.send_message(topic, None, b"acked"))[1] >= 0
+    assert acked.send_message_sync(topic, None, b"acked-sync")[1] >= 0
+    # async=0: its async_send_message shares the acked sends' producer, which reports all.
+    await acked.async_send_message(topic, None, b"acked-async")
+    ff_entry, acked_entry = fire_and_forget._entry, acked._entry
+    assert ff_entry is not None and acked_entry is not None
+    assert ff_entry is not acked_entry
+    assert ff_entry.errors_only and not acked_entry.errors_only
+    await fire_and_forget.close()
+    await acked.close()
+    assert _high_watermarks(kafka_bootstrap, topic) == 4
+
+
+async def test_a_success_callback_given_or_assigned_gets_every_later_success(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic()
+    mine: list[bytes | None] = []
+    own = new_client_proxy(
+        "own",
+        target=f"kafka://{kafka_bootstrap}?async=1",
+        success_callback=lambda t, k, v, h: mine.append(v),
+    )
+    quiet = new_client_proxy("quiet", target=f"kafka://{kafka_bootstrap}?async=1")
+    await own.async_send_message(topic, None, b"own")
+    for i in range(10):
+        await quiet.async_send_message(topic, None, b"before%d" % i)
+    own_entry, first = own._entry, quiet._entry
+    assert own_entry is not None and not own_entry.errors_only
+    assert first is not None and first.errors_only
+    reports = Reports()  # assigns the package success callback: the quiet producer retires
+    assert first.closed
+    for i in range(10):
+        await quiet.async_send_message(topic, None, b"after%d" % i)
+    second = quiet._entry
+    assert second is not None and second is not first and not second.errors_only
+    await quiet.close()
+    await own.close()
+    assert first.wait_closed(30)  # drained, not purged: all 21 are on the broker
+    assert sorted(r[2] or b"" for r in reports.ok) == [b"after%d" % i for i in range(10)]
+    assert mine == [b"own"]
+    assert reports.failed == []
+    assert _high_watermarks(kafka_bootstrap, topic) == 21
+
+
+async def test_a_success_callback_assigned_while_the_producer_is_built(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    topic = new_topic()
+    built: list[dict[str, Any]] = []
+    reports: list[Reports] = []
+
+    def factory(settings: dict[str, Any]) -> Producer:
+        built.append(settings)
+        if settings.get(entry_mod.ERRORS_ONLY) and not reports:
+            reports.append(Reports())  # assigned between the pool's decision and publishing
+        return Producer(settings)
+
+    pool_mod.set_producer_factory(factory)
+    proxy = new_client_proxy("quiet", target=f"kafka://{kafka_bootstrap}?async=1")
+    await proxy.async_send_message(topic, None, b"v")
+    entry = proxy._entry
+    assert entry is not None and not entry.errors_only
+    assert [bool(s.get(entry_mod.ERRORS_ONLY)) for s in built] == [True, False]
+    await proxy.close()
+    assert [r[2] for r in reports[0].ok] == [b"v"]
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+async def test_a_send_waiting_for_room_when_its_producer_retires_moves_to_the_new_one(
+    kafka_bootstrap: str, new_topic: NewTopic, blocking: bool
+) -> None:
+    topic = new_topic()
+    # Room for 5 messages, each held 300 ms before it is sent: the 6th waits for room.
+    proxy = new_client_proxy(
+        "quiet",
+        target=(
+            f"kafka://{kafka_bootstrap}?async=1&flushFrequency=300"
+            "&rdkafka.queue.buffering.max.messages=5"
+        ),
+    )
+    for i in range(5):
+        await proxy.async_send_message(topic, None, b"%d" % i)
+    first = proxy._entry
+    assert first is not None and first.errors_only
+    if blocking:
+        waiting = asyncio.ensure_future(
+            asyncio.to_thread(proxy.async_send_message_sync, topic, None, b"waiting")
+        )
+    else:
+        waiting = asyncio.ensure_future(proxy.async_send_message(topic, None, b"waiting"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # still waiting for room
+    reports = Reports()  # the quiet producer retires while the send waits
+    await asyncio.wait_for(waiting, 10)  # not "producer closed": sent by the new producer
+    assert proxy._entry is not first
+    reports.wait(1)
+    await proxy.close()
+    assert first.wait_closed(30)
+    assert [r[2] for r in reports.ok] == [b"waiting"]
+    assert _high_watermarks(kafka_bootstrap, topic) == 6

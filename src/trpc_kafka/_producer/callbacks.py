@@ -12,6 +12,14 @@ of other messages. Each message whose send returned gets exactly one callback, s
 (purged messages at close or exit included); a send that raised queued nothing and gets none.
 A process killed by a signal keeps no promise: see :mod:`trpc_kafka._producer.signals`.
 
+Success reports nobody observes are not made: a proxy whose sends are all fire-and-forget
+(``async=1``) and that has no success callback of its own gets, while the package success
+callback is the default (do-nothing) one, a producer that librdkafka reports failures only to
+(``delivery.report.only.error``: 14-21 % less CPU per message, bench/results/producer-go.md).
+Failures still reach the error callback, exactly once each, and closing still waits for every
+message. Assigning a package success callback retires those producers: every message sent from
+then on is reported; the successes of messages already queued on them are not.
+
 ``key`` and ``value`` are ``bytes`` (or ``None``) as the broker got them; ``headers`` is a list of
 ``(str, bytes)`` pairs or ``None``. ``err`` is a :class:`~trpc_kafka.TrpcError` (code 141, or 101
 for a delivery timeout) whose ``__cause__`` is the ``confluent_kafka.KafkaException``.
@@ -78,6 +86,10 @@ class PackageCallbacks:
         """Assign the callback of package attribute ``name`` (None: back to the default)."""
         if name == "async_producer_success_callback":
             self.success = async_producer_success_callback if cb is None else cb
+            if self.success is not async_producer_success_callback:
+                # After the assignment: a producer created from now on sees it (pool.py).
+                for listener in success_listeners:
+                    listener()
         elif name == "async_producer_error_callback":
             self.error = async_producer_error_callback if cb is None else cb
         else:  # pragma: no cover - the package forwards only PACKAGE_NAMES
@@ -85,6 +97,17 @@ class PackageCallbacks:
 
 
 package_callbacks: Final = PackageCallbacks()
+
+success_listeners: Final[list[Callable[[], None]]] = []
+"""Called (on the assigning thread) when the package success callback becomes one that does
+something: the pool retires its producers that report failures only (``pool.py``)."""
+
+
+def success_observed(own: SuccessCallback | None) -> bool:
+    """Whether a success report of a proxy whose own success callback is ``own`` reaches code
+    that does something: a callback of its own, or a package one other than the default.
+    (No filter observes asynchronous successes: metrics count failures only.)"""
+    return own is not None or package_callbacks.success is not async_producer_success_callback
 
 
 def success_callback(own: SuccessCallback | None) -> SuccessCallback | None:

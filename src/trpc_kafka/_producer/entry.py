@@ -143,6 +143,9 @@ PROBE_INTERVAL: Final = 1.0
 """Seconds between probes while the cluster is unreachable."""
 MESSAGE_TIMEOUT_MS: Final = 30_000
 """Default ``message.timeout.ms``: the bound of any send (librdkafka's own is 300 s)."""
+ERRORS_ONLY: Final = "delivery.report.only.error"
+"""The binding's setting (a bool) that skips building and passing a report per delivered
+message: failed ones only reach their ``on_delivery``."""
 UNKNOWN_TOPIC_WAIT_MS: Final = 2_000
 """Default ``topic.metadata.propagation.max.ms``: how long a missing topic is waited for."""
 _METADATA_SLICE: Final = 0.5
@@ -161,6 +164,18 @@ def set_producer_factory(factory: ProducerFactory | None) -> None:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _message_timeout_s(settings: dict[str, Any]) -> float:
+    """The bound of any send of a producer with ``settings`` (0, librdkafka's "none", counts
+    as librdkafka's default, 300 s)."""
+    for name in ("delivery.timeout.ms", "message.timeout.ms"):
+        if name in settings:
+            try:
+                return float(str(settings[name])) / 1000 or 300.0
+            except ValueError:  # librdkafka rejected it when the producer was built
+                break
+    return MESSAGE_TIMEOUT_MS / 1000
 
 
 def _message_timeout_ms(linger_ms: object) -> int:
@@ -205,6 +220,13 @@ class ProducerEntry:
         if "message.timeout.ms" not in full and "delivery.timeout.ms" not in full:
             full["message.timeout.ms"] = _message_timeout_ms(full.get("linger.ms"))
         full.setdefault("topic.metadata.propagation.max.ms", UNKNOWN_TOPIC_WAIT_MS)
+        self.errors_only = full.get(ERRORS_ONLY) is True
+        """librdkafka reports failed messages only: no acked send may use this producer
+        (``pool.py`` gives it to fire-and-forget proxies that nothing observes success of)."""
+        self.message_timeout_s = _message_timeout_s(full)
+        self.retired = False
+        """Closed because a success callback was assigned (``pool._retire_errors_only``): a
+        send waiting for room moves to the proxy's new producer instead of failing."""
         full["logger"] = _rdkafka_log
         full["error_cb"] = self._on_error
         self.producer: Producer = _producer_factory[0](full)
@@ -666,6 +688,7 @@ class ProducerEntry:
 __all__ = [
     "AUTH_HOLD",
     "CALLER_POLL_PARK",
+    "ERRORS_ONLY",
     "MESSAGE_TIMEOUT_MS",
     "PROBE_INTERVAL",
     "PROBE_TIMEOUT",

@@ -140,6 +140,9 @@ class ClientProxy:
         self._fast = not self.filters and not self.partitioner.needs_count and not self._trpc_meta
         self._fast_acked = self._fast and not self._async
         self._reporter = AsyncReporter(name, success_callback, error_callback)
+        # async=1: every send is fire-and-forget; with no success callback of its own the pool
+        # may give it a producer that reports failures only (pool.acquire).
+        self._quiet = self._async and success_callback is None
         self._deliver = self._reporter.deliver
         # Filter chains, built once; None means no filters: calls go straight to the core.
         self._chains: dict[str, tuple[Handler, str]] | None = None
@@ -465,7 +468,7 @@ class ClientProxy:
             fut = loop.create_future()
             send.on_delivery = partial(entry.collect, fut)
         if not send.produce(entry):
-            await self._room_async(entry, send)
+            entry = await self._room_async(entry, send)
         if entry.parked:
             entry.unpark()
         if fut is None:
@@ -474,7 +477,8 @@ class ClientProxy:
 
     async def _bind_async(self, deadline: float | None) -> ProducerEntry:
         self._check_open()
-        return self._adopt(await _pool.acquire_async(self.config, deadline))
+        entry = await _pool.acquire_async(self.config, deadline, fire_and_forget=self._quiet)
+        return self._adopt(entry)
 
     async def _count_async(self, entry: ProducerEntry, send: Send) -> int:
         waiter = asyncio.wrap_future(entry.lookup(send.topic))
@@ -490,8 +494,11 @@ class ClientProxy:
         except asyncio.CancelledError:
             raise canceled(send.op) from None
 
-    async def _room_async(self, entry: ProducerEntry, send: Send) -> None:
-        """librdkafka's queue is full: retry as the delivery thread makes room, until deadline."""
+    async def _room_async(self, entry: ProducerEntry, send: Send) -> ProducerEntry:
+        """librdkafka's queue is full: retry as the delivery thread makes room, until deadline.
+
+        Returns the entry that took the message: another one when ``entry`` retired meanwhile.
+        """
         delay = _FIRST_ROOM_PAUSE
         while True:
             try:
@@ -500,9 +507,11 @@ class ClientProxy:
                 raise canceled(send.op) from None
             delay = min(delay * 2, _MAX_ROOM_PAUSE)
             if entry.closed:
-                raise closed_error(send.op)
+                if not entry.retired:
+                    raise closed_error(send.op)
+                entry = await self._bind_async(send.deadline)  # fire-and-forget only
             if send.produce(entry):
-                return
+                return entry
 
     async def _ack(
         self,
@@ -553,7 +562,9 @@ class ClientProxy:
             time.sleep(_room_pause(send, delay, entry))
             delay = min(delay * 2, _MAX_ROOM_PAUSE)
             if entry.closed:
-                raise closed_error(send.op)
+                if not entry.retired:
+                    raise closed_error(send.op)
+                entry = self._bind(send.deadline)  # fire-and-forget only: waiter is None
         if waiter is None:
             if entry.parked:
                 entry.unpark()
@@ -584,7 +595,7 @@ class ClientProxy:
     def _bind(self, deadline: float | None) -> ProducerEntry:
         """Borrow the pooled producer of this proxy's address (blocking; any thread)."""
         self._check_open()
-        return self._adopt(_pool.acquire(self.config, deadline))
+        return self._adopt(_pool.acquire(self.config, deadline, fire_and_forget=self._quiet))
 
     def _count_blocking(self, entry: ProducerEntry, send: Send) -> int:
         deadline = send.deadline
