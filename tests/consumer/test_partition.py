@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -330,3 +331,44 @@ async def test_contexts_are_reused_only_when_nothing_holds_them(
     assert len({id(c) for _, c in kept}) == len(kept)
     assert all(c.metadata["offset"] == str(o).encode() for o, c in kept)
     assert results == [(o, str(o).encode()) for o in range(1, 3000, 5)]
+
+
+async def test_plain_def_handlers_get_reused_objects_only_when_nothing_holds_them(
+    kafka_bootstrap: str, new_topic: NewTopic
+) -> None:
+    """The chunk-per-thread path reuses messages and contexts as the async one does."""
+    topic = new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, _values(3000), partition=0)
+    server = one_service(address(kafka_bootstrap, topic))
+    kept: list[tuple[ConsumerMessage, Context]] = []
+    copies: list[tuple[int, contextvars.Context]] = []
+    dirty: list[str] = []
+    handled = 0
+
+    def handle(ctx: Context, msg: ConsumerMessage) -> None:
+        nonlocal handled
+        handled += 1
+        fresh = (ctx.deadline, ctx.callee_method, ctx.metadata, ctx.value("k"))
+        if fresh != (None, topic, {}, None) or current_context() is not ctx:
+            dirty.append(f"offset {msg.offset}: {fresh}")
+        ctx.metadata["offset"] = str(msg.offset).encode()
+        if msg.offset % 5 == 0:
+            kept.append((msg, ctx))
+        elif msg.offset % 5 == 1:
+            copies.append((msg.offset, contextvars.copy_context()))  # holds the context only
+        else:
+            ctx.deadline = 1.0
+            ctx.callee_method = "changed"
+            ctx.set_value("k", msg.offset)
+
+    register_kafka_handler_service(server, handle)
+    async with serving(server):
+        await wait_until(lambda: handled >= 3000, timeout=60, what="all handled")
+    assert not dirty, dirty[:5]
+    assert [(m.offset, m.value, c.metadata["offset"]) for m, c in kept] == [
+        (i, str(i).encode(), str(i).encode()) for i in range(0, 3000, 5)
+    ]
+    seen = [(o, copy.run(current_context)) for o, copy in copies]
+    assert [(o, c.metadata["offset"] if c else None) for o, c in seen] == [
+        (i, str(i).encode()) for i in range(1, 3000, 5)
+    ]

@@ -737,22 +737,41 @@ class PartitionWorker(Handling):
         claim = state.claim
         new = object.__new__
         monotonic = time.monotonic
+        held = refcount
         token = None
+        # Messages and contexts reused once nothing else holds them, as in _run_single.
+        msg: WireMessage | None = None
+        last_ctx: ConsumerContext | None = None
+        spare: ConsumerContext | None = None
         try:
             for i in range(start, len(chunk)):
                 if self.stopping or self._abandoned:
                     return i, None, None
                 record = chunk[i]
                 offset = record.offset()
-                msg = new(WireMessage)
-                msg.topic = topic
-                msg.partition = partition
+                if msg is None or held(msg) != 2:
+                    msg = new(WireMessage)
+                    msg.topic = topic
+                    msg.partition = partition
                 msg.offset = offset
                 msg._m = record
                 deadline = None if timeout is None else monotonic() + timeout
-                ctx = ConsumerContext(
-                    service, topic, claim, _metadata_of(record) if trpc_meta else None, deadline
-                )
+                # ConsumerContext(service, topic, claim, metadata, deadline), inlined.
+                if spare is None:
+                    ctx = new(ConsumerContext)
+                    ctx._touched = False
+                else:
+                    ctx, spare = spare, None
+                    if ctx._touched:
+                        ctx._forget_lazy()
+                ctx.caller_service = ""
+                ctx.callee_service = service
+                ctx.rpc_name = RPC_NAME
+                ctx.callee_method = topic
+                ctx.deadline = deadline
+                ctx._claim = claim
+                if trpc_meta:
+                    ctx.metadata = _metadata_of(record)
                 if deadline is not None:
                     self._running = (i, msg, deadline)
                 # The thread's own context: set per message, reset once when the chunk ends.
@@ -760,6 +779,9 @@ class PartitionWorker(Handling):
                     token = set_current_context(ctx)
                 else:
                     set_current_context(ctx)
+                if last_ctx is not None and held(last_ctx) == 2:
+                    spare = last_ctx
+                last_ctx = ctx
                 try:
                     result = fn(ctx, msg)
                 except BaseException as exc:
