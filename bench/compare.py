@@ -521,11 +521,14 @@ def _scaling_result(stats: list[dict[str, Any]], workers: int, n: int) -> dict[s
     seen = sum(s["count"] for s in active)
     first = min(s["first"] for s in active)
     last = max(s["last"] for s in active)
+    cpu_s = sum(s["cpu_s"] for s in active)
     return {
         "messages": min(seen, n),
         "seconds": last - first,
         "rate": min(seen, n) / (last - first),
         "capped": seen < n,
+        # CPU of the worker processes (all threads) a record: what a busy machine cannot skew.
+        "cpu_us_per_record": cpu_s / seen * 1e6,
         "workers": workers,
         "workers_with_records": len(active),
         "per_worker": sorted((s["count"] for s in active), reverse=True),
@@ -565,6 +568,7 @@ def _summary(group: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         summary["workers"] = runs[0]["workers"]
         summary["workers_with_records"] = min(r["workers_with_records"] for r in runs)
         summary["settle_s"] = statistics.median(r["settle_s"] for r in runs)
+        summary["cpu_us_per_record"] = statistics.median(r["cpu_us_per_record"] for r in runs)
     return summary
 
 
@@ -577,6 +581,7 @@ def _describe(variant: Variant, result: dict[str, Any]) -> str:
     if "settle_s" in result:
         text += f"; every worker held partitions {result['settle_s']:.1f} s after the start"
         text += f", per worker {', '.join(f'{c:,}' for c in result['per_worker'])}"
+        text += f", {result['cpu_us_per_record']:.2f} µs CPU a record"
     return text + ")"
 
 

@@ -114,15 +114,18 @@ def render(result: dict[str, Any], *, targets: bool = True) -> str:
         lines += [
             "",
             "| our service, no-op `async def` handler, draining a backlog with every worker "
-            "already holding partitions | msg/s | × 1 worker | s from start until every worker "
-            "held partitions | peak RSS a worker |",
-            "|---|---|---|---|---|",
+            "already holding partitions | msg/s | × 1 worker | CPU µs a record, all workers "
+            "| s from start until every worker held partitions | peak RSS a worker |",
+            "|---|---|---|---|---|---|",
         ]
         for v in scaling.values():
             idle = v.get("workers", 1) - v.get("workers_with_records", v.get("workers", 1))
             drain = _rate(v) + (f" ({idle} worker(s) got no record)" if idle > 0 else "")
             settle = f"{v['settle_s']:.1f}" if "settle_s" in v else "-"
-            lines.append(f"| {v['title']} | {drain} | {_ratio(v, one)} | {settle} | {_rss(v)} |")
+            cpu = f"{v['cpu_us_per_record']:.2f}" if "cpu_us_per_record" in v else "-"
+            lines.append(
+                f"| {v['title']} | {drain} | {_ratio(v, one)} | {cpu} | {settle} | {_rss(v)} |"
+            )
     if targets and result.get("targets"):
         lines += ["", "| issue 13's target | this run | target | met |", "|---|---|---|---|"]
         lines += [

@@ -27,20 +27,21 @@ import table  # noqa: E402
 
 
 def test_scaling_result_is_the_rate_from_the_first_record_of_any_worker_to_the_last() -> None:
-    a = {"pid": 1, "count": 300, "first": 1.0, "last": 3.0, "peak_rss_mb": 50.0}
-    b = {"pid": 2, "count": 200, "first": 0.5, "last": 2.5, "peak_rss_mb": 60.0}
+    a = {"pid": 1, "count": 300, "first": 1.0, "last": 3.0, "peak_rss_mb": 50.0, "cpu_s": 0.3}
+    b = {"pid": 2, "count": 200, "first": 0.5, "last": 2.5, "peak_rss_mb": 60.0, "cpu_s": 0.2}
     result = compare._scaling_result([b, a], workers=2, n=500)
     assert result["rate"] == pytest.approx(500 / 2.5)
     assert (result["messages"], result["seconds"]) == (500, 2.5)
     assert result["per_worker"] == [300, 200]
+    assert result["cpu_us_per_record"] == pytest.approx(1000.0)
     assert result["workers_with_records"] == 2
     assert result["peak_rss_mb"] == 60.0
     assert result["capped"] is False
 
 
 def test_scaling_result_counts_the_workers_with_records_and_a_short_drain_as_capped() -> None:
-    a = {"pid": 1, "count": 10, "first": 0.0, "last": 1.0, "peak_rss_mb": 1.0}
-    idle = {"pid": 2, "count": 0, "first": 0.0, "last": 0.0, "peak_rss_mb": 1.0}
+    a = {"pid": 1, "count": 10, "first": 0.0, "last": 1.0, "peak_rss_mb": 1.0, "cpu_s": 0.1}
+    idle = {"pid": 2, "count": 0, "first": 0.0, "last": 0.0, "peak_rss_mb": 1.0, "cpu_s": 0.0}
     result = compare._scaling_result([a, idle], workers=2, n=20)
     assert result["workers_with_records"] == 1
     assert result["capped"] is True
@@ -87,11 +88,12 @@ def test_summary_is_the_median_rate_and_the_highest_peak() -> None:
         "scaling",
         [
             {**run, "workers": 2, "workers_with_records": k, "settle_s": k * 3.0}
+            | {"cpu_us_per_record": k * 1.0}
             for run, k in zip(runs, (2, 1, 2), strict=True)
         ],
     )
     assert (scaling["workers"], scaling["workers_with_records"]) == (2, 1)
-    assert scaling["settle_s"] == 6.0
+    assert (scaling["settle_s"], scaling["cpu_us_per_record"]) == (6.0, 2.0)
 
 
 def test_targets_are_ratios_of_medians_and_skip_what_did_not_run() -> None:
@@ -174,7 +176,9 @@ def _result() -> dict[str, Any]:
             "ours_latency": v("latency", "ours lat", p50_ms=0.3, p99_ms=0.7),
             "raw_consume": v("consumer", "raw c", rate=700_000.0, messages=1000),
             "ours_service_async": v("consumer", "ours c", rate=350_000.0, messages=1000),
-            "run_workers_1": v("scaling", "w1", rate=100_000.0, messages=1000, settle_s=1.04),
+            "run_workers_1": v(
+                "scaling", "w1", rate=100_000.0, messages=1000, settle_s=1.04, cpu_us_per_record=4.5
+            ),
             "run_workers_2": v("scaling", "w2", rate=150_000.0, messages=1000, settle_s=6.5),
             "run_workers_3": v(
                 "scaling", "w3", rate=90_000.0, messages=1000, workers=3, workers_with_records=2
@@ -191,9 +195,9 @@ def test_render_gives_ratios_against_the_baselines_and_marks_capped_runs() -> No
     assert "| fs | 1.0k (0k in the time cap) | 0.00 | 0.01 | - | 40 MB |" in text
     assert "| ours lat | 0.30 ms | 0.70 ms |" in text
     assert "| ours c | 350k | 0.50 | - | 40 MB |" in text
-    assert "| w1 | 100k | 1.00 | 1.0 | 40 MB |" in text
-    assert "| w2 | 150k | 1.50 | 6.5 | 40 MB |" in text
-    assert "| w3 | 90.0k (1 worker(s) got no record) | 0.90 | - | 40 MB |" in text
+    assert "| w1 | 100k | 1.00 | 4.50 | 1.0 | 40 MB |" in text
+    assert "| w2 | 150k | 1.50 | - | 6.5 | 40 MB |" in text
+    assert "| w3 | 90.0k (1 worker(s) got no record) | 0.90 | - | - | 40 MB |" in text
     assert "Not measured: go_async_producer: Go not found on PATH." in text
     assert "issue 13's target" not in text  # the result has none
 
@@ -302,6 +306,7 @@ def test_each_scaling_worker_drains_its_share_of_the_backlog(
     assert result["per_worker"] == [3000, 3000]  # 3 partitions of 1,000 records each
     assert result["messages"] == 6000 and not result["capped"]
     assert 0 < result["settle_s"] < 60
+    assert result["cpu_us_per_record"] > 0
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("aiokafka"), reason="needs aiokafka")
