@@ -21,8 +21,10 @@ after its start (``JOIN_ALLOWANCE``) fails.
   variant as a fresh group from the oldest offset; the rate counts from the first record
   received to the last one handled (group join excluded);
 - scaling: our consumer service (no-op ``async def`` handler) under ``trpc-kafka run --workers
-  1`` and ``--workers 2``, draining the same pre-loaded topic: the rate over the whole drain,
-  and the rate once every worker has records (after the group settled).
+  1`` and ``--workers 2``: the workers join a fresh empty topic, and once every one of them
+  holds partitions they are paused (SIGSTOP), ``--messages`` records are loaded and they are
+  let go: the rate of a settled group draining a backlog (first record to last), and the
+  seconds it took from the start until every worker held partitions.
 
 Progress goes to stderr, one line a run; the results to ``bench/results/compare.json``
 (``--quick``: ``compare-quick.json``); ``bench/table.py`` makes the README's tables from it.
@@ -32,6 +34,7 @@ A variant that fails is reported and recorded, the others still run; the exit st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -56,6 +59,7 @@ GO_BINARY = GO_DIR / ".build" / "sarama-bench"
 RESULTS = HERE / "results"
 PARTITIONS = 6
 SCALING_WORKERS = (1, 2)
+SCALING_SESSION_MS = 60_000  # groupSessionTimeout of the scaling runs: outlasts the load
 
 
 @dataclass(frozen=True)
@@ -380,14 +384,38 @@ def _run_variant(variant: Variant, plan: Plan, topic: str) -> dict[str, Any]:
 
 
 def run_scaling(workers: int, plan: Plan, group: str) -> dict[str, Any]:
-    """Our service under ``trpc-kafka run --workers N`` drains the pre-loaded topic."""
+    """Our service under ``trpc-kafka run --workers N`` drains a backlog, the group settled.
+
+    The workers join a fresh, empty topic; once the broker reports every worker holding
+    partitions they are stopped (SIGSTOP), the topic is loaded, and they are let go: the rate
+    is that of N settled members, not of a start-up race. Started on the backlog, the first
+    worker takes every partition and the others get theirs only after an incremental
+    (cooperative-sticky) rebalance of two rounds, each noticed at a heartbeat (3 s): longer
+    than the whole 1M drain on 2 cores. ``settle_s`` keeps that cost: from the start until
+    every worker held partitions.
+    """
+    from trpc_kafka._tools.broker import create_topic
+
+    topic = f"bench-scaling-{uuid.uuid4().hex[:8]}"
+    create_topic(plan.bootstrap, topic, partitions=PARTITIONS)
+    try:
+        return _run_scaling(workers, plan, group, topic)
+    finally:
+        delete_topic(plan.bootstrap, topic)
+
+
+def _run_scaling(workers: int, plan: Plan, group: str, topic: str) -> dict[str, Any]:
+    from consumer import fill
+
     with tempfile.TemporaryDirectory(prefix="trpc-kafka-scaling-") as tmp:
         stats_dir = Path(tmp) / "stats"
         stats_dir.mkdir()
         config = Path(tmp) / "trpc_python.yaml"
+        # A stopped worker sends no heartbeat: the session outlasts the load (a busy machine
+        # may take 20 s for 1M records). It also bounds max.poll.interval.ms from below.
         address = (
-            f"{plan.bootstrap}?topics={plan.consumer_topic}&group={group}&initial=oldest"
-            f"{plan.address_extra}"
+            f"{plan.bootstrap}?topics={topic}&group={group}&initial=oldest"
+            f"&groupSessionTimeout={SCALING_SESSION_MS}{plan.address_extra}"
         )
         config.write_text(
             "server:\n  app: bench\n  server: scaling\n  service:\n"
@@ -406,17 +434,35 @@ def run_scaling(workers: int, plan: Plan, group: str) -> dict[str, Any]:
             process = subprocess.Popen(
                 cmd, cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=stderr
             )
-        stats: list[dict[str, Any]] = []
+        stopped: list[int] = []
         try:
+            settle_s = _wait_settled(plan.bootstrap, group, workers, process, begin)
+            pids = [s["pid"] for s in _read_stats(stats_dir)]
+            if len(pids) != workers:
+                raise RuntimeError(f"{len(pids)} worker stats files for {workers} workers")
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            load_started = time.monotonic()
+            fill(plan.bootstrap, topic, plan.messages)
+            load_s = time.monotonic() - load_started
+            if load_s > SCALING_SESSION_MS / 1000 / 2:
+                raise RuntimeError(
+                    f"loading took {load_s:.0f} s: too close to the session timeout of the "
+                    f"stopped workers ({SCALING_SESSION_MS / 1000:g} s)"
+                )
+            resumed = time.time()
+            _continue(stopped)
             while process.poll() is None:
                 stats = _read_stats(stats_dir)
                 if sum(s["count"] for s in stats) >= plan.messages:
                     break
                 first = min((s["first"] for s in stats if s["count"]), default=0.0)
-                if time.time() > consumer_deadline(begin, first, plan.max_seconds):
+                if time.time() > consumer_deadline(resumed, first, plan.max_seconds):
                     break
                 time.sleep(0.05)
         finally:
+            _continue(stopped)  # a stopped process acts on SIGTERM only once continued
             process.send_signal(signal.SIGTERM)  # a graceful stop: commit and leave the group
             try:
                 process.wait(timeout=60)
@@ -428,7 +474,47 @@ def run_scaling(workers: int, plan: Plan, group: str) -> dict[str, Any]:
             raise RuntimeError(f"exit status {process.returncode}: {said}")
         time.sleep(2 * 0.1)  # the writers' last lines after the final records
         stats = _read_stats(stats_dir)
-    return _scaling_result(stats, workers, plan.messages, time.time() - begin)
+    return {
+        **_scaling_result(stats, workers, plan.messages),
+        "settle_s": settle_s,
+        "load_s": load_s,
+        "total_s": time.time() - begin,
+    }
+
+
+def _wait_settled(
+    bootstrap: str, group: str, workers: int, process: subprocess.Popen[bytes], begin: float
+) -> float:
+    """Seconds from ``begin`` until the broker reports each of the workers holding partitions
+    of the (still empty) topic, the group stable; at most JOIN_ALLOWANCE."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # no info lines
+    while time.time() < begin + JOIN_ALLOWANCE:
+        if process.poll() is not None:
+            raise RuntimeError(f"trpc-kafka run exited with status {process.returncode}")
+        try:
+            described = admin.describe_consumer_groups([group], request_timeout=10)[group]
+            group_now = described.result(timeout=15)
+        except Exception:  # not yet known to the coordinator: ask again
+            group_now = None
+        if group_now is not None and _settled(group_now, workers):
+            return time.time() - begin
+        time.sleep(0.1)
+    raise RuntimeError(f"the {workers} workers did not all hold partitions in {JOIN_ALLOWANCE:g} s")
+
+
+def _settled(group: Any, workers: int) -> bool:
+    """Stable, ``workers`` members, each with partitions, all PARTITIONS assigned."""
+    held = [len(m.assignment.topic_partitions) for m in group.members]
+    state = str(getattr(group.state, "name", group.state))
+    return state == "STABLE" and len(held) == workers and min(held) > 0 and sum(held) == PARTITIONS
+
+
+def _continue(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def _read_stats(stats_dir: Path) -> list[dict[str, Any]]:
@@ -441,51 +527,27 @@ def _read_stats(stats_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _count_at(timeline: list[list[float]], when: float) -> float:
-    """A worker's count at ``when``, interpolated between its samples."""
-    before = (timeline[0][0], 0.0)
-    for at, count in timeline:
-        if at >= when:
-            span = at - before[0]
-            share = (when - before[0]) / span if span > 0 else 1.0
-            return before[1] + share * (count - before[1])
-        before = (at, count)
-    return before[1]
-
-
-def _scaling_result(
-    stats: list[dict[str, Any]], workers: int, n: int, total_s: float
-) -> dict[str, Any]:
+def _scaling_result(stats: list[dict[str, Any]], workers: int, n: int) -> dict[str, Any]:
+    """The drain's rate, from the first record any worker handled to the last one."""
     active = [s for s in stats if s["count"]]
     if not active:
         raise RuntimeError("no worker handled a record")
     seen = sum(s["count"] for s in active)
     first = min(s["first"] for s in active)
     last = max(s["last"] for s in active)
-    result: dict[str, Any] = {
+    cpu_s = sum(s["cpu_s"] for s in active)
+    return {
         "messages": min(seen, n),
         "seconds": last - first,
         "rate": min(seen, n) / (last - first),
         "capped": seen < n,
-        "total_s": total_s,
+        # CPU of the worker processes (all threads) a record: what a busy machine cannot skew.
+        "cpu_us_per_record": cpu_s / seen * 1e6,
         "workers": workers,
         "workers_with_records": len(active),
-        "per_worker": [s["count"] for s in active],
+        "per_worker": sorted((s["count"] for s in active), reverse=True),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in active),
     }
-    # Once every worker has records the group has settled: the rate from then on is the one a
-    # long-running service sees (with 2 workers the first drain includes a rebalance).
-    if len(active) == workers:
-        settled = max(s["first"] for s in active)
-        # A worker had handled nothing before its first record: anchor its timeline there.
-        done_before = sum(
-            _count_at([[s["first"], 0], *(p for p in s["timeline"] if p[0] > s["first"])], settled)
-            for s in active
-        )
-        if last > settled:
-            result["rate_settled"] = (min(seen, n) - done_before) / (last - settled)
-            result["messages_settled"] = round(min(seen, n) - done_before)
-    return result
 
 
 # -- the driver -----------------------------------------------------------------------------------
@@ -516,12 +578,11 @@ def _summary(group: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "capped_runs": sum(bool(r.get("capped")) for r in runs),
         "peak_rss_mb": peak,
     }
-    settled = [r["rate_settled"] for r in runs if "rate_settled" in r]
-    if settled:
-        summary["rate_settled"] = statistics.median(settled)
     if group == "scaling":
         summary["workers"] = runs[0]["workers"]
         summary["workers_with_records"] = min(r["workers_with_records"] for r in runs)
+        summary["settle_s"] = statistics.median(r["settle_s"] for r in runs)
+        summary["cpu_us_per_record"] = statistics.median(r["cpu_us_per_record"] for r in runs)
     return summary
 
 
@@ -531,8 +592,10 @@ def _describe(variant: Variant, result: dict[str, Any]) -> str:
     text = f"{result['rate']:>11,.0f} msg/s ({result['messages']:,} in {result['seconds']:.2f} s"
     if result.get("capped"):
         text += ", capped"
-    if "rate_settled" in result:
-        text += f"; settled {result['rate_settled']:,.0f} msg/s"
+    if "settle_s" in result:
+        text += f"; every worker held partitions {result['settle_s']:.1f} s after the start"
+        text += f", per worker {', '.join(f'{c:,}' for c in result['per_worker'])}"
+        text += f", {result['cpu_us_per_record']:.2f} µs CPU a record"
     return text + ")"
 
 
@@ -584,7 +647,7 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             _progress(f"skipped {name}: {why}")
     variants = [v for v in variants if v.name not in skipped]
 
-    needs_data = any(v.group in ("consumer", "scaling") for v in variants)
+    needs_data = any(v.group == "consumer" for v in variants)  # scaling loads its own
     plan = Plan(
         bootstrap=bootstrap,
         consumer_topic=preload(bootstrap, args.messages) if needs_data else "",

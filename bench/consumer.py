@@ -205,12 +205,18 @@ def run_child(args: argparse.Namespace) -> int:
 
 
 def preload(bootstrap: str, n: int, prefix: str = "bench-consumer") -> str:
-    from confluent_kafka import Producer
-
     from trpc_kafka._tools.broker import create_topic
 
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic, partitions=PARTITIONS)
+    fill(bootstrap, topic, n)
+    return topic
+
+
+def fill(bootstrap: str, topic: str, n: int) -> None:
+    """Write ``n`` values of VALUE_SIZE bytes round-robin over the topic's partitions."""
+    from confluent_kafka import Producer
+
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -232,7 +238,6 @@ def preload(bootstrap: str, n: int, prefix: str = "bench-consumer") -> str:
             producer.poll(0)
     if producer.flush(120):
         raise RuntimeError("pre-load: flush timed out")
-    return topic
 
 
 def _spawn(variant: str, bootstrap: str, topic: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The consumer service of the scaling figure: ``trpc-kafka run scaling_app:setup --workers N``.
 
 ``bench/compare.py`` runs it from ``bench/`` with a YAML file of one kafka service; each worker
-process counts its no-op handlings and, every 0.1 s, writes its timeline (wall-clock time,
-count) to ``$BENCH_STATS_DIR/<worker>.json`` for the harness to add up.
+process counts its no-op handlings and, every 0.1 s, writes its pid, count, the wall-clock
+times of its first and last record and the CPU time (all its threads) spent on the drain to
+``$BENCH_STATS_DIR/<worker>.json`` for the harness to add up (the pid: the harness pauses the
+workers while it loads the topic).
 """
 
 from __future__ import annotations
@@ -42,18 +44,25 @@ def setup(server: Server) -> None:
 
 
 def _write_stats(path: Path, state: list[float]) -> None:
-    timeline: list[tuple[float, int]] = []
     tmp = path.with_suffix(".tmp")
+    # CPU time at the last sample before the first record and at the first sample showing the
+    # final count: the drain's cost give or take 0.1 s of an idle process.
+    cpu_before = cpu_after = 0.0
+    counted = 0
     while True:
         count, first, last = state
-        timeline.append((time.time(), int(count)))
+        cpu = time.process_time()
+        if not count:
+            cpu_before = cpu
+        elif count != counted:
+            cpu_after, counted = cpu, int(count)
         stats = {
             "pid": os.getpid(),
             "count": int(count),
             "first": first,
             "last": last,
-            "timeline": timeline,
             "peak_rss_mb": peak_rss_mb(),
+            "cpu_s": cpu_after - cpu_before if counted else 0.0,
         }
         tmp.write_text(json.dumps(stats))
         tmp.replace(path)  # whole files only: the harness reads them while they are written

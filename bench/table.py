@@ -113,20 +113,18 @@ def render(result: dict[str, Any], *, targets: bool = True) -> str:
         one = variants.get("run_workers_1")
         lines += [
             "",
-            "| our service, no-op `async def` handler | msg/s, whole drain | × 1 worker "
-            "| msg/s once every worker has records | × 1 worker | peak RSS a worker |",
+            "| our service, no-op `async def` handler, draining a backlog with every worker "
+            "already holding partitions | msg/s | × 1 worker | CPU µs a record, all workers "
+            "| s from start until every worker held partitions | peak RSS a worker |",
             "|---|---|---|---|---|---|",
         ]
-        one_settled = {"rate": (one or {}).get("rate_settled")}
         for v in scaling.values():
-            settled = v.get("rate_settled")
-            settled_text = f"{settled / 1000:,.0f}k" if settled else "-"
-            settled_ratio = _ratio({"rate": settled}, one_settled) if settled else "-"
             idle = v.get("workers", 1) - v.get("workers_with_records", v.get("workers", 1))
             drain = _rate(v) + (f" ({idle} worker(s) got no record)" if idle > 0 else "")
+            settle = f"{v['settle_s']:.1f}" if "settle_s" in v else "-"
+            cpu = f"{v['cpu_us_per_record']:.2f}" if "cpu_us_per_record" in v else "-"
             lines.append(
-                f"| {v['title']} | {drain} | {_ratio(v, one)} | {settled_text} "
-                f"| {settled_ratio} | {_rss(v)} |"
+                f"| {v['title']} | {drain} | {_ratio(v, one)} | {cpu} | {settle} | {_rss(v)} |"
             )
     if targets and result.get("targets"):
         lines += ["", "| issue 13's target | this run | target | met |", "|---|---|---|---|"]

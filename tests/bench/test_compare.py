@@ -9,7 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,44 +26,46 @@ import table  # noqa: E402
 # -- the arithmetic -------------------------------------------------------------------------------
 
 
-def test_count_at_interpolates_between_samples_and_holds_after_the_last() -> None:
-    timeline = [[10.0, 0.0], [11.0, 100.0], [12.0, 300.0]]
-    assert compare._count_at(timeline, 10.5) == pytest.approx(50.0)
-    assert compare._count_at(timeline, 11.5) == pytest.approx(200.0)
-    assert compare._count_at(timeline, 20.0) == 300.0
-
-
-def test_scaling_result_takes_the_settled_rate_from_when_every_worker_had_records() -> None:
-    # Worker a alone from t=0 to t=1 (100 records), then both at 100 msg/s each until t=3.
-    a: dict[str, Any] = {"count": 300, "first": 0.0, "last": 3.0, "peak_rss_mb": 50.0}
-    a["timeline"] = [[0.0, 0], [1.0, 100], [2.0, 200], [3.0, 300]]
-    b: dict[str, Any] = {"count": 200, "first": 1.0, "last": 3.0, "peak_rss_mb": 60.0}
-    b["timeline"] = [[1.0, 0], [2.0, 100], [3.0, 200]]
-    result = compare._scaling_result([a, b], workers=2, n=500, total_s=9.0)
-    assert result["rate"] == pytest.approx(500 / 3)
-    assert result["rate_settled"] == pytest.approx(400 / 2)
+def test_scaling_result_is_the_rate_from_the_first_record_of_any_worker_to_the_last() -> None:
+    a = {"pid": 1, "count": 300, "first": 1.0, "last": 3.0, "peak_rss_mb": 50.0, "cpu_s": 0.3}
+    b = {"pid": 2, "count": 200, "first": 0.5, "last": 2.5, "peak_rss_mb": 60.0, "cpu_s": 0.2}
+    result = compare._scaling_result([b, a], workers=2, n=500)
+    assert result["rate"] == pytest.approx(500 / 2.5)
+    assert (result["messages"], result["seconds"]) == (500, 2.5)
     assert result["per_worker"] == [300, 200]
+    assert result["cpu_us_per_record"] == pytest.approx(1000.0)
+    assert result["workers_with_records"] == 2
     assert result["peak_rss_mb"] == 60.0
     assert result["capped"] is False
 
 
-def test_scaling_result_of_one_worker_settles_at_its_first_record() -> None:
-    # The writer's samples straddle the first record: nothing was handled before it.
-    a: dict[str, Any] = {"count": 1000, "first": 0.25, "last": 1.25, "peak_rss_mb": 1.0}
-    a["timeline"] = [[0.2, 0], [0.3, 100], [1.3, 1000]]
-    result = compare._scaling_result([a], workers=1, n=1000, total_s=2.0)
-    assert result["rate"] == pytest.approx(1000.0)
-    assert result["rate_settled"] == pytest.approx(1000.0)
-
-
-def test_scaling_result_without_every_worker_has_no_settled_rate() -> None:
-    a = {"count": 10, "first": 0.0, "last": 1.0, "peak_rss_mb": 1.0, "timeline": [[1.0, 10]]}
-    idle = {"count": 0, "first": 0.0, "last": 0.0, "peak_rss_mb": 1.0, "timeline": [[1.0, 0]]}
-    result = compare._scaling_result([a, idle], workers=2, n=20, total_s=2.0)
-    assert "rate_settled" not in result
+def test_scaling_result_counts_the_workers_with_records_and_a_short_drain_as_capped() -> None:
+    a = {"pid": 1, "count": 10, "first": 0.0, "last": 1.0, "peak_rss_mb": 1.0, "cpu_s": 0.1}
+    idle = {"pid": 2, "count": 0, "first": 0.0, "last": 0.0, "peak_rss_mb": 1.0, "cpu_s": 0.0}
+    result = compare._scaling_result([a, idle], workers=2, n=20)
+    assert result["workers_with_records"] == 1
     assert result["capped"] is True
     with pytest.raises(RuntimeError, match="no worker handled a record"):
-        compare._scaling_result([idle], workers=1, n=20, total_s=2.0)
+        compare._scaling_result([idle], workers=1, n=20)
+
+
+def _group(state: str, *held: int) -> Any:
+    """A stand-in for confluent-kafka's ConsumerGroupDescription."""
+
+    def member(n: int) -> Any:
+        return SimpleNamespace(assignment=SimpleNamespace(topic_partitions=list(range(n))))
+
+    return SimpleNamespace(state=SimpleNamespace(name=state), members=[member(n) for n in held])
+
+
+def test_the_group_is_settled_once_stable_with_every_worker_holding_partitions() -> None:
+    assert compare._settled(_group("STABLE", 3, 3), workers=2)
+    assert compare._settled(_group("STABLE", 6), workers=1)
+    # The first round of an incremental rebalance: stable, the newcomer holds nothing yet.
+    assert not compare._settled(_group("STABLE", 3, 0), workers=2)
+    assert not compare._settled(_group("STABLE", 6), workers=2)  # one has not joined
+    assert not compare._settled(_group("PREPARING_REBALANCE", 3, 3), workers=2)
+    assert not compare._settled(_group("STABLE", 2, 2), workers=2)  # partitions unassigned
 
 
 def test_summary_is_the_median_rate_and_the_highest_peak() -> None:
@@ -82,11 +87,13 @@ def test_summary_is_the_median_rate_and_the_highest_peak() -> None:
     scaling = compare._summary(
         "scaling",
         [
-            {**run, "workers": 2, "workers_with_records": k}
+            {**run, "workers": 2, "workers_with_records": k, "settle_s": k * 3.0}
+            | {"cpu_us_per_record": k * 1.0}
             for run, k in zip(runs, (2, 1, 2), strict=True)
         ],
     )
     assert (scaling["workers"], scaling["workers_with_records"]) == (2, 1)
+    assert (scaling["settle_s"], scaling["cpu_us_per_record"]) == (6.0, 2.0)
 
 
 def test_targets_are_ratios_of_medians_and_skip_what_did_not_run() -> None:
@@ -170,11 +177,9 @@ def _result() -> dict[str, Any]:
             "raw_consume": v("consumer", "raw c", rate=700_000.0, messages=1000),
             "ours_service_async": v("consumer", "ours c", rate=350_000.0, messages=1000),
             "run_workers_1": v(
-                "scaling", "w1", rate=100_000.0, messages=1000, rate_settled=100_000.0
+                "scaling", "w1", rate=100_000.0, messages=1000, settle_s=1.04, cpu_us_per_record=4.5
             ),
-            "run_workers_2": v(
-                "scaling", "w2", rate=150_000.0, messages=1000, rate_settled=190_000.0
-            ),
+            "run_workers_2": v("scaling", "w2", rate=150_000.0, messages=1000, settle_s=6.5),
             "run_workers_3": v(
                 "scaling", "w3", rate=90_000.0, messages=1000, workers=3, workers_with_records=2
             ),
@@ -190,7 +195,8 @@ def test_render_gives_ratios_against_the_baselines_and_marks_capped_runs() -> No
     assert "| fs | 1.0k (0k in the time cap) | 0.00 | 0.01 | - | 40 MB |" in text
     assert "| ours lat | 0.30 ms | 0.70 ms |" in text
     assert "| ours c | 350k | 0.50 | - | 40 MB |" in text
-    assert "| w2 | 150k | 1.50 | 190k | 1.90 | 40 MB |" in text
+    assert "| w1 | 100k | 1.00 | 4.50 | 1.0 | 40 MB |" in text
+    assert "| w2 | 150k | 1.50 | - | 6.5 | 40 MB |" in text
     assert "| w3 | 90.0k (1 worker(s) got no record) | 0.90 | - | - | 40 MB |" in text
     assert "Not measured: go_async_producer: Go not found on PATH." in text
     assert "issue 13's target" not in text  # the result has none
@@ -273,6 +279,34 @@ def test_one_tiny_round_of_every_installed_variant(kafka_bootstrap: str, tmp_pat
     # A progress line per run on stderr, the tables on stdout.
     assert done.stderr.count("round 1/1") == len(expected)
     assert "| consumer variant |" in done.stdout
+
+
+def test_each_scaling_worker_drains_its_share_of_the_backlog(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    # Issue 13 section 4: started on a pre-loaded topic, the second worker got its partitions
+    # only after an incremental rebalance of two heartbeats, when the first had drained all:
+    # "--workers 2" measured one worker. (The backlog topic is what the old method drained.)
+    from consumer import fill
+
+    backlog = new_topic(compare.PARTITIONS)
+    fill(kafka_bootstrap, backlog, 6000)
+    plan = compare.Plan(
+        bootstrap=kafka_bootstrap,
+        consumer_topic=backlog,
+        messages=6000,
+        samples=1,
+        max_seconds=30.0,
+        address_extra="",
+        go_binary=None,
+        child_timeout=120.0,
+    )
+    result = compare.run_scaling(2, plan, f"test-scaling-{uuid.uuid4().hex[:8]}")
+    assert result["workers_with_records"] == 2, result
+    assert result["per_worker"] == [3000, 3000]  # 3 partitions of 1,000 records each
+    assert result["messages"] == 6000 and not result["capped"]
+    assert 0 < result["settle_s"] < 60
+    assert result["cpu_us_per_record"] > 0
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("aiokafka"), reason="needs aiokafka")

@@ -10,9 +10,14 @@
 
 With ``--workers N`` (N > 1) a supervisor starts N worker processes of the same services, hence
 members of the same consumer groups: one Python process per core is how a service uses more
-than one core. The supervisor restarts a worker that dies (with a growing pause, and gives up
-on a worker that keeps dying at start), and on SIGTERM or SIGINT asks every worker to stop
-gracefully (each finishes its handlers, commits and leaves its groups) and waits for them.
+than one core. The workers start together, but each gets its share of the partitions only
+through the group's rebalance: with the default strategy (cooperative-sticky) two rounds, each
+seen at a heartbeat (3 s), so some 6 s after the first worker took every partition, unless the
+broker delays a new group's first assignment (group.initial.rebalance.delay.ms, by default 3 s;
+0 on ``trpc-kafka broker start``). The supervisor restarts a worker that dies (with a growing
+pause, and gives up on a worker that keeps dying at start), and on SIGTERM or SIGINT asks every
+worker to stop gracefully (each finishes its handlers, commits and leaves its groups) and waits
+for them.
 """
 
 from __future__ import annotations
