@@ -8,8 +8,8 @@ confluent-kafka ``Message`` objects (made once and reused, so neither librdkafka
 cyclic GC is counted), adding one step at a time, as ``PartitionWorker._run_single`` does them:
 
 0. the loop over a chunk, ``record.offset()``, the handled offset stored;
-1. + the ``WireMessage`` the handler receives;
-2. + its ``ConsumerContext``;
+1. + the ``WireMessage`` the handler receives (the last one reused, nothing else holding it);
+2. + its ``ConsumerContext`` (likewise);
 3. + that context made current (one ``ContextVar.set``);
 4. + the call of a no-op ``async def`` handler (a coroutine created and run to its end).
 
@@ -55,26 +55,36 @@ class _State:
 
 async def _run(chunks: list[list[Any]], step: int) -> None:
     from trpc_kafka._consumer.message import WireMessage
-    from trpc_kafka._consumer.partition import RPC_NAME, ConsumerContext
+    from trpc_kafka._consumer.partition import RPC_NAME, ConsumerContext, refcount
     from trpc_kafka._runtime.context import set_current_context
 
     state = _State()
     new = object.__new__
+    held = refcount
     call = _noop
     topic, partition, service, claim = "t", 0, "svc", None
     msg: Any = None
     ctx: Any = None
+    last_ctx: Any = None
+    spare: Any = None
     for chunk in chunks:
         for record in chunk:
             offset = record.offset()
-            if step >= 1:
-                msg = new(WireMessage)
-                msg.topic = topic
-                msg.partition = partition
+            if step >= 1:  # the message, reused when only msg holds it
+                if msg is None or held(msg) != 2:
+                    msg = new(WireMessage)
+                    msg.topic = topic
+                    msg.partition = partition
                 msg.offset = offset
                 msg._m = record
-            if step >= 2:
-                ctx = new(ConsumerContext)
+            if step >= 2:  # the context, reused once nothing holds it
+                if spare is None:
+                    ctx = new(ConsumerContext)
+                    ctx._touched = False
+                else:
+                    ctx, spare = spare, None
+                    if ctx._touched:
+                        ctx._forget_lazy()
                 ctx.caller_service = ""
                 ctx.callee_service = service
                 ctx.rpc_name = RPC_NAME
@@ -83,6 +93,12 @@ async def _run(chunks: list[list[Any]], step: int) -> None:
                 ctx._claim = claim
             if step >= 3:
                 set_current_context(ctx)
+                if last_ctx is not None and held(last_ctx) == 2:
+                    spare = last_ctx
+                last_ctx = ctx
+            elif step == 2:
+                spare = ctx  # nothing made it current: free at once
+                ctx = None
             if step >= 4:
                 await call(ctx, msg)
             state.handled = offset

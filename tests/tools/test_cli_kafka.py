@@ -428,16 +428,12 @@ def test_run_workers_share_the_group_restart_a_crash_and_stop_on_sigterm(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="librdkafka 2.16.0: a cooperative-sticky member holding no partitions sends no "
-    "LeaveGroup on close, so the broker holds the other's JoinGroup until that session ends "
-    "and the other's stop waits 5-10 s: bench/results/scaling.md, finding 1; the fix belongs "
-    "in the consumer's close",
-)
 def test_run_stopped_between_the_rounds_of_a_rebalance_stops_promptly(
     kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
+    """librdkafka 2.16 sends no LeaveGroup when a cooperative-sticky member holding nothing
+    closes; the other member's stop then waited 5-10 s for that member's session to end
+    (bench/results/scaling.md, finding 1). The transport leaves by ``unsubscribe()`` first."""
     # What `run --workers 2` meets when SIGTERM comes right after the start: worker a took
     # every partition, worker b joined, a gave up b's share (round 1 of the incremental
     # rebalance) and b holds nothing yet. Two single-worker runs make that order certain.

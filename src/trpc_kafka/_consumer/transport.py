@@ -117,6 +117,9 @@ _CLOSE_RESERVE: Final = 2.0
 """Of the stop bound, what is kept for the final commit and leaving the group."""
 _LEAVE_RESERVE: Final = 1.0
 """Of the stop bound, what the final commit's retries leave for ``close()`` (revoke, leave)."""
+LEAVE_WAIT: Final = 1.0
+"""Most seconds a member holding no partition waits to have left the group before
+``close()`` (see ``_leave_holding_nothing``)."""
 COMMIT_RETRY_STEP: Final = 0.2
 """Seconds between two tries of the final commit while the group finishes a rebalance."""
 _REJOIN_CODES: Final = frozenset(
@@ -754,6 +757,8 @@ class KafkaServiceTransport:
         try:
             if not self._final_committed:  # the poll loop failed
                 self._commit(list(self._states.values()), "shutdown")
+            if not self._states:
+                self._leave_holding_nothing(consumer)
             consumer.close()  # revokes (on_revoke commits only what is new: nothing) and leaves
             logger.info(
                 "kafka server transport: service %s committed and left group %s",
@@ -768,6 +773,26 @@ class KafkaServiceTransport:
             done = self._done
             if done is not None:
                 self._call_loop(set_done, done)
+
+    def _leave_holding_nothing(self, consumer: Any) -> None:
+        """Leave the group before ``close()`` when this member holds no partition.
+
+        librdkafka 2.16 sends no LeaveGroup when a cooperative-sticky member holding nothing
+        closes: the broker keeps it until its session times out (10 s) and holds the other
+        members' rebalance meanwhile, so their stop took 5-10 s (bench/results/scaling.md,
+        finding 1). ``unsubscribe()`` does send it: poll until the member id is gone (0.05 s
+        here), at most ``LEAVE_WAIT`` (librdkafka postpones it while a rebalance is under way).
+        """
+        try:
+            consumer.unsubscribe()
+            deadline = min(time.monotonic() + LEAVE_WAIT, max(self._close_by, time.monotonic()))
+            while consumer.memberid() and time.monotonic() < deadline:
+                for record in consumer.consume(1, 0.05):
+                    err = record.error()
+                    if err is not None:
+                        self._report(err, record.topic())
+        except Exception as exc:  # close() still leaves as it can
+            logger.debug("leaving before close failed: %r", exc)
 
     # -- rebalance callbacks (poll thread, inside consume()) -----------------------------------
 
