@@ -3,11 +3,12 @@
 Threads and tasks, all owned (started and ended) by :class:`KafkaServiceTransport`:
 
 - one **poll thread** owns the librdkafka Consumer. It is the only caller of ``consume()``, so
-  rebalance callbacks run there. It never blocks on handlers: it hands each ``consume()`` result
-  to the event loop in one ``call_soon_threadsafe``, stores handled offsets (one
-  ``store_offsets`` per iteration) for librdkafka's auto-commit (every 3 s), and pauses a
-  partition whose buffer is full (resuming it once drained) instead of stopping the loop, so
-  heartbeats, rebalances and the other partitions go on;
+  rebalance callbacks run there. It never blocks on handlers (it waits for them at most
+  ``PACE_MAX``, to alternate fetching with handling while they keep up): it hands each
+  ``consume()`` result to the event loop in one ``call_soon_threadsafe``, stores handled
+  offsets (one ``store_offsets`` per iteration) for librdkafka's auto-commit (every 3 s), and
+  pauses a partition whose buffer is full (resuming it once drained) instead of stopping the
+  loop, so heartbeats, rebalances and the other partitions go on;
 - one **worker task** per assigned partition (``partition.py``) on the event loop;
 - a thread pool only for plain ``def`` handlers and dead-letter sends.
 
