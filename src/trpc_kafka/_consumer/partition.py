@@ -756,7 +756,8 @@ class PartitionWorker(Handling):
                 msg.offset = offset
                 msg._m = record
                 deadline = None if timeout is None else monotonic() + timeout
-                # ConsumerContext(service, topic, claim, metadata, deadline), inlined.
+                # ConsumerContext(service, topic, claim, metadata, deadline), inlined as in
+                # _run_single (a shared helper would add a call per record, ~0.1 µs).
                 if spare is None:
                     ctx = new(ConsumerContext)
                     ctx._touched = False
