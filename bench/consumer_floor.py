@@ -28,13 +28,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
+
+from harness import count_instructions
 
 STEPS = (
     "loop + offset",
@@ -105,27 +103,8 @@ async def _run(chunks: list[list[Any]], step: int) -> None:
 
 
 def _instructions(step: int, records: int, chunks: int) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")  # dict probes: steady counts
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            *("--step", str(step), "--records", str(records), "--chunks", str(chunks)),
-            *("--repeat", "1"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-    if done.returncode != 0 or not found:
-        raise RuntimeError(f"step {step} failed:\n{done.stderr[-3000:]}")
-    return int(found.group(1).replace(",", ""))
+    argv = ["--step", str(step), "--records", str(records), "--chunks", str(chunks)]
+    return count_instructions([__file__, *argv, "--repeat", "1"])
 
 
 def main(argv: list[str] | None = None) -> int:

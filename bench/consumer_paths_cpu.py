@@ -17,13 +17,12 @@ import argparse
 import asyncio
 import itertools
 import os
-import re
-import subprocess
-import sys
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
+
+from harness import count_instructions
 
 PARTITIONS = 6
 CONSUME_BATCH = 500
@@ -159,33 +158,9 @@ def child(kind: str, n: int) -> None:
 
 def instructions(kind: str, n: int, src: str | None) -> int:
     env = dict(os.environ)
-    # Fixed string hashing: with random seeds, dict and set probes made the same code's count
-    # vary by ~2% between runs (async 15,368 vs 15,700); with a fixed seed it stays within 0.4%.
-    env.setdefault("PYTHONHASHSEED", "0")
     if src:
         env["PYTHONPATH"] = str(Path(src).resolve() / "src")
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            "--child",
-            kind,
-            "--n",
-            str(n),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-    if done.returncode != 0 or not found:
-        raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
-    return int(found.group(1).replace(",", ""))
+    return count_instructions([__file__, "--child", kind, "--n", str(n)], env)
 
 
 def main() -> int:

@@ -200,29 +200,35 @@ async def _ours_proxy(args: argparse.Namespace, failed: list[object]) -> Any:
     return proxy
 
 
+async def _timed_async_sends(proxy: Any, args: argparse.Namespace, failed: list[object]) -> Result:
+    """``await async_send_message`` in a loop, timed to the end of ``close()`` (which flushes,
+    so every report is in)."""
+    send = proxy.async_send_message
+    topic = args.topic
+    deadline = time.perf_counter() + args.max_seconds
+    sent = 0
+    cpu = time.process_time()
+    start = time.perf_counter()
+    while sent < args.messages:
+        await send(topic, None, VALUE)
+        sent += 1
+        if sent % CHECK_EVERY == 0 and time.perf_counter() > deadline:
+            break
+    await proxy.close()
+    seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    if failed:
+        raise RuntimeError(f"ours: {len(failed)} sends failed, first: {failed[0]}")
+    return _rate(sent, seconds, sent < args.messages, cpu)
+
+
 def ours_async_send(args: argparse.Namespace) -> Result:
     """``await async_send_message`` loop; ``close()`` flushes, so every report is in."""
 
     async def main() -> Result:
         failed: list[object] = []
         proxy = await _ours_proxy(args, failed)
-        send = proxy.async_send_message
-        topic = args.topic
-        deadline = time.perf_counter() + args.max_seconds
-        sent = 0
-        cpu = time.process_time()
-        start = time.perf_counter()
-        while sent < args.messages:
-            await send(topic, None, VALUE)
-            sent += 1
-            if sent % CHECK_EVERY == 0 and time.perf_counter() > deadline:
-                break
-        await proxy.close()
-        seconds = time.perf_counter() - start
-        cpu = time.process_time() - cpu
-        if failed:
-            raise RuntimeError(f"ours: {len(failed)} sends failed, first: {failed[0]}")
-        return _rate(sent, seconds, sent < args.messages, cpu)
+        return await _timed_async_sends(proxy, args, failed)
 
     return asyncio.run(main())
 
@@ -246,23 +252,7 @@ def ours_async1_send(args: argparse.Namespace) -> Result:
         assert entry is not None and entry.errors_only
         if not await entry.wait_empty_async(30):
             raise RuntimeError("ours: the first message was not delivered in 30 s")
-        send = proxy.async_send_message
-        topic = args.topic
-        deadline = time.perf_counter() + args.max_seconds
-        sent = 0
-        cpu = time.process_time()
-        start = time.perf_counter()
-        while sent < args.messages:
-            await send(topic, None, VALUE)
-            sent += 1
-            if sent % CHECK_EVERY == 0 and time.perf_counter() > deadline:
-                break
-        await proxy.close()
-        seconds = time.perf_counter() - start
-        cpu = time.process_time() - cpu
-        if failed:
-            raise RuntimeError(f"ours: {len(failed)} sends failed, first: {failed[0]}")
-        return _rate(sent, seconds, sent < args.messages, cpu)
+        return await _timed_async_sends(proxy, args, failed)
 
     return asyncio.run(main())
 
