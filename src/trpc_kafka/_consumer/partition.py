@@ -586,7 +586,7 @@ class PartitionWorker(Handling):
         # Contexts: the one current, the one before (reused once nothing else holds it: a task
         # the handler started shares the context variables that held it, and so holds it),
         # and the spare freed that way.
-        ctx: ConsumerContext | None = None
+        ctx: Any = None  # a ConsumerContext from the first record on (fast path only)
         last_ctx: ConsumerContext | None = None
         spare: ConsumerContext | None = None
         while not self.stopping:
@@ -627,27 +627,19 @@ class PartitionWorker(Handling):
                     if last_ctx is not None and held(last_ctx) == 2:
                         spare = last_ctx
                     last_ctx = ctx
-                    try:
+                try:
+                    if fast:
                         await call(ctx, msg)
-                    except BaseException as exc:
-                        outcome = await self._failed(exc, [msg], 1)
-                        if outcome == STOP:
-                            return
-                        if outcome == MARK:
-                            state.handled = offset
                     else:
+                        await self._attempt(msg, record)
+                except BaseException as exc:
+                    outcome = await self._failed(exc, [msg], 1)
+                    if outcome == STOP:
+                        return
+                    if outcome == MARK:
                         state.handled = offset
                 else:
-                    try:
-                        await self._attempt(msg, record)
-                    except BaseException as exc:
-                        outcome = await self._failed(exc, [msg], 1)
-                        if outcome == STOP:
-                            return
-                        if outcome == MARK:
-                            state.handled = offset
-                    else:
-                        state.handled = offset
+                    state.handled = offset
 
     async def _run_sync_chunks(self) -> None:
         """``_run_single`` for a plain def handler: one thread hand-off per chunk, not per
